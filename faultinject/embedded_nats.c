@@ -1,0 +1,176 @@
+/*
+ * embedded_nats.c -- start and stop a real nats-server for the lab.
+ *
+ * The port comes from binding 127.0.0.1:0 and closing the socket: another
+ * process could take it in between, so a start that fails to come up is
+ * retried on a fresh port (three times). The server listens on loopback
+ * only. Its JetStream store and log live in a mkdtemp() folder that
+ * embedded_nats_stop() removes. The child asks the kernel for SIGKILL when
+ * its parent dies, so a crashed test leaves no server behind.
+ */
+#include "embedded_nats.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int embedded_nats_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static bool port_accepts(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Forks and execs the server; 0 once it accepts connections, else -1 (child reaped). */
+static int spawn(embedded_nats_t *ns)
+{
+    const char *bin = getenv("NATOMIC_NATS_SERVER");
+    if (bin == NULL || *bin == '\0')
+        bin = "nats-server";
+    char port[16], log[300], store[300];
+    snprintf(port, sizeof port, "%d", ns->port);
+    snprintf(log, sizeof log, "%s/nats-server.log", ns->dir);
+    snprintf(store, sizeof store, "%s/jetstream", ns->dir);
+
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "embedded_nats: fork: %s\n", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, STDIN_FILENO);
+            dup2(devnull, STDOUT_FILENO);
+            dup2(devnull, STDERR_FILENO);
+        }
+        execlp(bin, bin, "-a", "127.0.0.1", "-p", port, "-js", "-sd", store, "-l", log,
+               "--http_port", "0", (char *)NULL);
+        _exit(127);
+    }
+    ns->pid = pid;
+    for (int i = 0; i < 1000; i++) {        /* 10 s */
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            ns->pid = 0;
+            return -1;
+        }
+        if (port_accepts(ns->port))
+            return 0;
+        sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    ns->pid = 0;
+    return -1;
+}
+
+int embedded_nats_start(embedded_nats_t *out)
+{
+    embedded_nats_t ns;
+    memset(&ns, 0, sizeof ns);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(ns.dir, sizeof ns.dir, "%s/natomic-nats-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(ns.dir) == NULL) {
+        fprintf(stderr, "embedded_nats: mkdtemp %s: %s\n", ns.dir, strerror(errno));
+        return -1;
+    }
+    for (int attempt = 0; attempt < 3; attempt++) {
+        ns.port = embedded_nats_free_port();
+        if (ns.port <= 0)
+            continue;
+        if (spawn(&ns) == 0) {
+            snprintf(ns.url, sizeof ns.url, "nats://127.0.0.1:%d", ns.port);
+            *out = ns;
+            return 0;
+        }
+    }
+    fprintf(stderr, "embedded_nats: nats-server did not start (is it installed? see %s/nats-server.log)\n",
+            ns.dir);
+    return -1;
+}
+
+int embedded_nats_restart(embedded_nats_t *ns)
+{
+    if (ns->pid > 0)
+        embedded_nats_kill(ns);
+    return spawn(ns);
+}
+
+void embedded_nats_kill(embedded_nats_t *ns)
+{
+    if (ns->pid <= 0)
+        return;
+    kill(ns->pid, SIGTERM);
+    for (int i = 0; i < 500; i++) {
+        if (waitpid(ns->pid, NULL, WNOHANG) == ns->pid) {
+            ns->pid = 0;
+            return;
+        }
+        sleep_ms(10);
+    }
+    kill(ns->pid, SIGKILL);
+    waitpid(ns->pid, NULL, 0);
+    ns->pid = 0;
+}
+
+static void remove_tree(const char *dir)
+{
+    /* The folder holds only what nats-server wrote; let rm do the walk. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", "--", dir, (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+}
+
+void embedded_nats_stop(embedded_nats_t *ns)
+{
+    embedded_nats_kill(ns);
+    if (ns->dir[0] != '\0' && getenv("NATOMIC_KEEP") == NULL)
+        remove_tree(ns->dir);
+    ns->dir[0] = '\0';
+}

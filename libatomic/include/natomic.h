@@ -1,0 +1,363 @@
+/*
+ * natomic.h -- atomic RPC calls between services over NATS.
+ *
+ * libnatomic is the C counterpart of Python's nameko-atomicity. A service
+ * built with it answers requests on `<service>.<method>`; while a handler
+ * runs it registers
+ *
+ *   - rollback commands, run in reverse order when the call fails
+ *     (methods flagged NATOMIC_ROLLBACK_ONCE_FAILED), and
+ *   - dispatch commands, run in registration order only after the call
+ *     succeeded (methods flagged NATOMIC_DISPATCH_AFTER_COMMIT).
+ *
+ * Every call has its own context (natomic_ctx_t): concurrent calls never
+ * share their command lists. Every command is attempted; a failing one is
+ * retried with exponential backoff and, when it still fails, logged,
+ * published on the dead-letter subject and counted -- never dropped
+ * silently.
+ *
+ * Conventions of this header
+ *   - Every function returns a natomic_status_t; natomic_strerror() names it.
+ *   - Out-parameters come first and are written only on success.
+ *   - Strings passed in are copied unless the comment says "borrowed".
+ *   - _free/_destroy of NULL is a no-op.
+ *
+ * Threads: a service runs handlers on up to `max_workers` threads at once.
+ * A natomic_ctx_t belongs to the one thread running its call; do not share
+ * it. natomic_request() and the service functions are thread-safe.
+ */
+#ifndef NATOMIC_H
+#define NATOMIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+#include <protobuf-c/protobuf-c.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(NATOMIC_BUILDING) && defined(__GNUC__)
+#define NATOMIC_API __attribute__((visibility("default")))
+#else
+#define NATOMIC_API
+#endif
+
+#define NATOMIC_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------ */
+/* Status                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * X(name, text). The statuses from NATOMIC_EBADINPUT to NATOMIC_EINTERNAL
+ * are also the error kinds of a failed call: a handler fails with one of
+ * them, and a caller receives the same status (see natomic_error_code()).
+ */
+#define NATOMIC_STATUS_LIST(X)                                                          \
+    X(NATOMIC_OK, "success")                                                            \
+    X(NATOMIC_EINVAL, "invalid argument")                                               \
+    X(NATOMIC_ENOMEM, "out of memory")                                                  \
+    X(NATOMIC_ENATS, "NATS operation failed")                                           \
+    X(NATOMIC_ENOTENABLED, "method is not flagged for this kind of command")            \
+    X(NATOMIC_ESTATE, "operation not allowed in the current state")                     \
+    X(NATOMIC_EEXIST, "already exists")                                                 \
+    X(NATOMIC_ENORESPONDERS, "no service is listening on that subject")                 \
+    X(NATOMIC_EBADREPLY, "reply could not be decoded")                                  \
+    X(NATOMIC_EBADINPUT, "bad input: the request was malformed or invalid")             \
+    X(NATOMIC_ENOMETHOD, "unknown method")                                              \
+    X(NATOMIC_EBUSINESS, "business failure (do not retry)")                             \
+    X(NATOMIC_ETRANSIENT, "transient failure (retry may succeed)")                      \
+    X(NATOMIC_ETIMEOUT, "timeout: the outcome is in doubt")                             \
+    X(NATOMIC_EINTERNAL, "internal error in the service")
+
+typedef enum natomic_status {
+#define NATOMIC_STATUS_ENUM_(name, text) name,
+    NATOMIC_STATUS_LIST(NATOMIC_STATUS_ENUM_)
+#undef NATOMIC_STATUS_ENUM_
+    NATOMIC_STATUS_COUNT_
+} natomic_status_t;
+
+/* Human text of a status; never NULL, static storage. */
+NATOMIC_API const char *natomic_strerror(natomic_status_t status);
+/* Symbolic name ("NATOMIC_EBUSINESS"); never NULL, static storage. */
+NATOMIC_API const char *natomic_status_name(natomic_status_t status);
+
+/*
+ * The numeric code sent in the `Nats-Service-Error-Code` header for an
+ * error kind: EBADINPUT 400, ENOMETHOD 404, EBUSINESS 422, EINTERNAL 500,
+ * ETRANSIENT 503, ETIMEOUT 504. Other statuses map to 500.
+ */
+NATOMIC_API int natomic_error_code(natomic_status_t kind);
+/* The inverse: the error kind for a received code (unknown codes: EINTERNAL). */
+NATOMIC_API natomic_status_t natomic_error_kind(int code);
+
+/* ------------------------------------------------------------------ */
+/* Headers and subjects (part of the wire contract)                    */
+/* ------------------------------------------------------------------ */
+
+#define NATOMIC_HDR_TX          "Natomic-Tx"          /* transaction id           */
+#define NATOMIC_HDR_CALL_ID     "Natomic-Call-Id"     /* the sender's call id     */
+#define NATOMIC_HDR_CALL_CHAIN  "Natomic-Call-Chain"  /* ancestors, comma list    */
+#define NATOMIC_HDR_DEADLINE_MS "Natomic-Deadline-Ms" /* remaining budget, ms     */
+#define NATOMIC_HDR_ROLLBACK    "Natomic-Rollback"    /* complete|incomplete|none */
+#define NATOMIC_HDR_DISPATCH    "Natomic-Dispatch"    /* complete|incomplete|none */
+#define NATOMIC_HDR_ERROR_TYPE  "Natomic-Error-Type"  /* e.g. "PaymentDeclined"   */
+#define NATOMIC_HDR_EVENT_ID    "Natomic-Event-Id"
+#define NATOMIC_HDR_EVENT_TYPE  "Natomic-Event-Type"
+#define NATOMIC_HDR_SERVICE_ERROR      "Nats-Service-Error"
+#define NATOMIC_HDR_SERVICE_ERROR_CODE "Nats-Service-Error-Code"
+
+/* Events go to "events.<service>.<type>"; dead letters to
+ * "natomic.deadletter.<service>" (a JSON document per exhausted command). */
+#define NATOMIC_EVENTS_PREFIX     "events"
+#define NATOMIC_DEADLETTER_PREFIX "natomic.deadletter"
+
+/* How the commands of one call ended, as sent in the reply headers. */
+typedef enum natomic_outcome {
+    NATOMIC_OUTCOME_NONE = 0,   /* no command ran                        */
+    NATOMIC_OUTCOME_COMPLETE,   /* every command succeeded (maybe after retries) */
+    NATOMIC_OUTCOME_INCOMPLETE  /* at least one was exhausted (dead-lettered) */
+} natomic_outcome_t;
+
+/* "none", "complete", "incomplete"; static storage. */
+NATOMIC_API const char *natomic_outcome_name(natomic_outcome_t outcome);
+
+/* ------------------------------------------------------------------ */
+/* Connection                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Connects to `url` (NULL: $NATS_URL, else nats://127.0.0.1:4222) with the
+ * options natomic needs: sends go out at once (natsOptions_SetSendAsap;
+ * nats.c's buffering otherwise adds about 1 ms per hop) and reconnection
+ * forever. `opts` (borrowed, may be NULL) carries your credentials and TLS;
+ * natomic sets SendAsap and the URL on it when given.
+ * The connection is the caller's: natsConnection_Destroy() it.
+ */
+NATOMIC_API natomic_status_t natomic_connect(natsConnection **out, const char *url, natsOptions *opts);
+
+/* The URL natomic_connect() uses for NULL: $NATS_URL or the default. Static or environment storage. */
+NATOMIC_API const char *natomic_default_url(void);
+
+/* ------------------------------------------------------------------ */
+/* Call context and commands                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct natomic_ctx natomic_ctx_t;
+typedef struct natomic_service natomic_service_t;
+
+/*
+ * A command: run with the context of the call that registered it (still
+ * valid while commands run). Returns NATOMIC_OK or a failure, after which
+ * the command is retried by the retry policy. It may run several times
+ * (retries), so it should be idempotent; `arg` is freed with `free_arg`
+ * (if not NULL) exactly once, when the call ends, whether the command ran
+ * or not. If registering fails, `free_arg(arg)` has already been called.
+ */
+typedef natomic_status_t (*natomic_command_fn)(natomic_ctx_t *ctx, void *arg);
+typedef void (*natomic_free_fn)(void *arg);
+
+/* Registers a rollback command at the end of the list (it runs first). */
+NATOMIC_API natomic_status_t natomic_rollback_append(natomic_ctx_t *ctx, const char *name,
+                                                     natomic_command_fn fn, void *arg,
+                                                     natomic_free_fn free_arg);
+/* Inserts at `index` (0..count), like Python's list.insert; EINVAL outside. */
+NATOMIC_API natomic_status_t natomic_rollback_insert(natomic_ctx_t *ctx, size_t index, const char *name,
+                                                     natomic_command_fn fn, void *arg,
+                                                     natomic_free_fn free_arg);
+/* Drops every registered rollback command (their args are freed). */
+NATOMIC_API natomic_status_t natomic_rollback_clear(natomic_ctx_t *ctx);
+NATOMIC_API size_t natomic_rollback_count(const natomic_ctx_t *ctx);
+
+NATOMIC_API natomic_status_t natomic_dispatch_append(natomic_ctx_t *ctx, const char *name,
+                                                     natomic_command_fn fn, void *arg,
+                                                     natomic_free_fn free_arg);
+NATOMIC_API natomic_status_t natomic_dispatch_insert(natomic_ctx_t *ctx, size_t index, const char *name,
+                                                     natomic_command_fn fn, void *arg,
+                                                     natomic_free_fn free_arg);
+NATOMIC_API natomic_status_t natomic_dispatch_clear(natomic_ctx_t *ctx);
+NATOMIC_API size_t natomic_dispatch_count(const natomic_ctx_t *ctx);
+
+/*
+ * Registers a dispatch command that publishes `event` (packed now: the
+ * message may be freed on return) on "events.<service>.<type>" with the
+ * headers Natomic-Tx, Natomic-Event-Id, Natomic-Event-Type and Nats-Msg-Id.
+ */
+NATOMIC_API natomic_status_t natomic_dispatch_event(natomic_ctx_t *ctx, const char *type,
+                                                    const ProtobufCMessage *event);
+
+/*
+ * Registers a rollback command that calls `subject` with `request` (packed
+ * now) inside this transaction -- a compensation in another service. The
+ * command succeeds when the remote call succeeds.
+ */
+NATOMIC_API natomic_status_t natomic_rollback_request(natomic_ctx_t *ctx, const char *subject,
+                                                      const ProtobufCMessage *request);
+
+/*
+ * Fails the call: records the error kind (NATOMIC_EBADINPUT ..
+ * NATOMIC_EINTERNAL), its type (e.g. "InvalidLength", borrowed) and a
+ * printf-style message. Returns `kind`, so a handler can write
+ *     return natomic_fail(ctx, NATOMIC_EBUSINESS, "OutOfStock", "only %d left", n);
+ */
+NATOMIC_API natomic_status_t natomic_fail(natomic_ctx_t *ctx, natomic_status_t kind, const char *type,
+                                          const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* Context accessors. Strings are owned by the context: valid during the call. */
+NATOMIC_API const char *natomic_ctx_tx(const natomic_ctx_t *ctx);
+NATOMIC_API const char *natomic_ctx_call_id(const natomic_ctx_t *ctx);
+NATOMIC_API const char *natomic_ctx_parent_id(const natomic_ctx_t *ctx); /* "" when none */
+NATOMIC_API const char *natomic_ctx_method(const natomic_ctx_t *ctx);
+NATOMIC_API natomic_service_t *natomic_ctx_service(const natomic_ctx_t *ctx);
+NATOMIC_API natsConnection *natomic_ctx_connection(const natomic_ctx_t *ctx);
+/* Milliseconds left before the caller's deadline (<= 0: exceeded). */
+NATOMIC_API int64_t natomic_ctx_remaining_ms(const natomic_ctx_t *ctx);
+/* Memory that lives until the call ends (after every command ran). NULL on OOM. */
+NATOMIC_API void *natomic_ctx_alloc(natomic_ctx_t *ctx, size_t size);
+NATOMIC_API char *natomic_ctx_strdup(natomic_ctx_t *ctx, const char *s);
+
+/* ------------------------------------------------------------------ */
+/* Remote calls                                                        */
+/* ------------------------------------------------------------------ */
+
+/* What a failed call said. Strings are truncated to fit. */
+typedef struct natomic_call_info {
+    natomic_status_t kind;        /* NATOMIC_OK for a success reply                 */
+    int code;                     /* Nats-Service-Error-Code, 0 on success          */
+    char type[64];                /* Natomic-Error-Type, "" on success              */
+    char message[256];            /* Nats-Service-Error, "" on success              */
+    natomic_outcome_t rollback;   /* Natomic-Rollback of the reply                  */
+    natomic_outcome_t dispatch;   /* Natomic-Dispatch of the reply                  */
+} natomic_call_info_t;
+
+/*
+ * Calls `subject` with `request` and waits at most `timeout_ms` for the
+ * reply, decoded as `reply_desc`. On NATOMIC_OK, *reply is the decoded
+ * message: free it with protobuf_c_message_free_unpacked(*reply, NULL).
+ * A remote failure returns its kind (NATOMIC_EBUSINESS, ...) and fills
+ * `info` (may be NULL) with code, type and message. NATOMIC_ETIMEOUT means
+ * no reply came in time: the callee may still have committed.
+ */
+NATOMIC_API natomic_status_t natomic_request(ProtobufCMessage **reply, natsConnection *nc, const char *subject,
+                                             const ProtobufCMessage *request,
+                                             const ProtobufCMessageDescriptor *reply_desc, int64_t timeout_ms,
+                                             natomic_call_info_t *info);
+
+/*
+ * The same from inside a handler or a command: propagates Natomic-Tx, the
+ * call-id chain and the remaining deadline (the timeout), and remembers a
+ * remote failure so that a handler returning its status without calling
+ * natomic_fail() replies with the remote error type and message.
+ */
+NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
+                                                 const ProtobufCMessage *request,
+                                                 const ProtobufCMessageDescriptor *reply_desc,
+                                                 natomic_call_info_t *info);
+
+/* ------------------------------------------------------------------ */
+/* Service                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Method flags, combinable (the Python decorators). */
+enum {
+    NATOMIC_ROLLBACK_ONCE_FAILED = 1u << 0,
+    NATOMIC_DISPATCH_AFTER_COMMIT = 1u << 1
+};
+
+/*
+ * A handler. `request` is decoded (borrowed until the call ends); `reply`
+ * is a zeroed message of the method's reply type, owned by the runtime:
+ * set its fields and return NATOMIC_OK. Memory the reply points to must
+ * outlive the handler: use natomic_ctx_alloc(). Any other return value
+ * fails the call (natomic_fail() says how).
+ */
+typedef natomic_status_t (*natomic_handler_fn)(natomic_ctx_t *ctx, const ProtobufCMessage *request,
+                                               ProtobufCMessage *reply, void *closure);
+
+typedef struct natomic_retry_policy {
+    int attempts;      /* total attempts per command, >= 1 (default 3)     */
+    int base_ms;       /* first backoff delay (default 20)                 */
+    int cap_ms;        /* largest backoff delay (default 1000)             */
+} natomic_retry_policy_t;
+
+typedef struct natomic_service_config {
+    const char *name;          /* required: [A-Za-z0-9_-]+, the subject prefix      */
+    const char *version;       /* semantic version, default "0.1.0"                 */
+    const char *description;   /* optional                                          */
+    int max_workers;           /* calls handled at once, default 10 (0: default)    */
+    natomic_retry_policy_t retry; /* zeros: defaults                                */
+} natomic_service_config_t;
+
+/*
+ * Creates a service on the connection `nc` (borrowed: it must outlive the
+ * service; make it with natomic_connect() so replies leave at once).
+ * The config is copied. Free with natomic_service_destroy().
+ */
+NATOMIC_API natomic_status_t natomic_service_new(natomic_service_t **out, natsConnection *nc,
+                                                 const natomic_service_config_t *config);
+
+/*
+ * Adds `<service>.<name>` before natomic_service_start(). Descriptors are
+ * borrowed (generated code: static). `closure` is passed to the handler.
+ * EEXIST for a duplicate name, ESTATE once started.
+ */
+NATOMIC_API natomic_status_t natomic_service_add_method(natomic_service_t *svc, const char *name,
+                                                        natomic_handler_fn handler, unsigned flags,
+                                                        const ProtobufCMessageDescriptor *request_desc,
+                                                        const ProtobufCMessageDescriptor *reply_desc,
+                                                        void *closure);
+
+/* Subscribes (queue group = service name), answers $SRV discovery, starts the workers. */
+NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc);
+
+/*
+ * Graceful stop: no new calls are taken, calls in flight and already
+ * delivered finish (their rollbacks and dispatches included), then the
+ * workers end. Blocks until done. Idempotent.
+ */
+NATOMIC_API natomic_status_t natomic_service_stop(natomic_service_t *svc);
+
+/*
+ * Starts the service if needed, then blocks until SIGTERM or SIGINT (or
+ * natomic_service_request_stop()), then stops it gracefully. Installs
+ * handlers for those two signals for the duration of the call.
+ */
+NATOMIC_API natomic_status_t natomic_service_run(natomic_service_t *svc);
+
+/* Asks natomic_service_run() to return. Async-signal-safe. */
+NATOMIC_API void natomic_service_request_stop(natomic_service_t *svc);
+
+/* Stops (if running) and frees the service. */
+NATOMIC_API void natomic_service_destroy(natomic_service_t *svc);
+
+NATOMIC_API const char *natomic_service_name(const natomic_service_t *svc);
+/* The instance id reported by $SRV discovery. */
+NATOMIC_API const char *natomic_service_id(const natomic_service_t *svc);
+
+/* Counters since start (what $SRV.STATS reports in each endpoint's data). */
+typedef struct natomic_service_stats {
+    uint64_t requests;
+    uint64_t errors;
+    uint64_t rollbacks_run;        /* rollback commands that succeeded    */
+    uint64_t rollbacks_exhausted;  /* dead-lettered rollback commands     */
+    uint64_t dispatches_run;
+    uint64_t dispatches_exhausted;
+    uint64_t retries;              /* extra attempts, all commands        */
+    uint64_t dead_letters;         /* = rollbacks_ + dispatches_exhausted */
+} natomic_service_stats_t;
+
+NATOMIC_API natomic_status_t natomic_service_get_stats(natomic_service_stats_t *out, const natomic_service_t *svc);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NATOMIC_H */

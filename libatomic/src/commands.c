@@ -1,0 +1,144 @@
+/*
+ * commands.c -- the rollback and dispatch command lists of one call.
+ *
+ * A list is a plain growable array owned by one call context, so
+ * concurrent calls can never see each other's commands (nameko-atomicity
+ * keys its lists by container and shares them between workers; we don't).
+ *
+ * Running a list:
+ *   - rollback lists run in reverse registration order (compensation
+ *     order), dispatch lists in registration order;
+ *   - every command is attempted, whatever happened to the ones before;
+ *   - a failing command is retried: attempt k+1 waits
+ *     min(cap, base * 2^(k-1)) ms;
+ *   - a command that fails every attempt is handed to `on_exhausted`
+ *     (which logs, counts and dead-letters it) -- never dropped silently.
+ *
+ * Each command's argument is freed exactly once, when the list is cleared
+ * or freed, never by running it (a retried command needs it again).
+ */
+#include "natomic_internal.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+natomic_retry_policy_t natomic__retry_policy_normalize(natomic_retry_policy_t p)
+{
+    if (p.attempts <= 0)
+        p.attempts = 3;
+    if (p.base_ms <= 0)
+        p.base_ms = 20;
+    if (p.cap_ms <= 0)
+        p.cap_ms = 1000;
+    if (p.cap_ms < p.base_ms)
+        p.cap_ms = p.base_ms;
+    return p;
+}
+
+int64_t natomic__backoff_ms(const natomic_retry_policy_t *p, int attempt)
+{
+    int64_t d = p->base_ms;
+    for (int i = 1; i < attempt && d < p->cap_ms; i++)
+        d *= 2;
+    return d < p->cap_ms ? d : p->cap_ms;
+}
+
+natomic_status_t natomic__cmdlist_insert(natomic_cmdlist_t *list, size_t index, const char *name,
+                                         natomic_command_fn fn, void *arg, natomic_free_fn free_arg)
+{
+    if (list == NULL || fn == NULL || index > list->count) {
+        if (free_arg != NULL)
+            free_arg(arg);
+        return NATOMIC_EINVAL;
+    }
+    if (list->count == list->cap) {
+        size_t cap = list->cap ? list->cap * 2 : 4;
+        natomic_command_t *items = realloc(list->items, cap * sizeof *items);
+        if (items == NULL) {
+            if (free_arg != NULL)
+                free_arg(arg);
+            return NATOMIC_ENOMEM;
+        }
+        list->items = items;
+        list->cap = cap;
+    }
+    char *copy = strdup(name != NULL && *name != '\0' ? name : "command");
+    if (copy == NULL) {
+        if (free_arg != NULL)
+            free_arg(arg);
+        return NATOMIC_ENOMEM;
+    }
+    memmove(&list->items[index + 1], &list->items[index], (list->count - index) * sizeof list->items[0]);
+    list->items[index] = (natomic_command_t){.name = copy, .fn = fn, .arg = arg, .free_arg = free_arg};
+    list->count++;
+    return NATOMIC_OK;
+}
+
+void natomic__cmdlist_clear(natomic_cmdlist_t *list)
+{
+    if (list == NULL)
+        return;
+    for (size_t i = 0; i < list->count; i++) {
+        natomic_command_t *c = &list->items[i];
+        if (c->free_arg != NULL)
+            c->free_arg(c->arg);
+        free(c->name);
+    }
+    list->count = 0;
+}
+
+void natomic__cmdlist_free(natomic_cmdlist_t *list)
+{
+    if (list == NULL)
+        return;
+    natomic__cmdlist_clear(list);
+    free(list->items);
+    list->items = NULL;
+    list->cap = 0;
+}
+
+/* Runs one command with retries; true when an attempt succeeded. */
+static bool run_one(natomic_command_t *cmd, natomic_ctx_t *ctx, const char *list_kind,
+                    const natomic_retry_policy_t *policy, natomic_exhausted_fn on_exhausted, void *user,
+                    natomic_run_report_t *report)
+{
+    natomic_status_t st = NATOMIC_EINTERNAL;
+    for (int attempt = 1; attempt <= policy->attempts; attempt++) {
+        if (attempt > 1) {
+            report->retries++;
+            natomic__sleep_ms(natomic__backoff_ms(policy, attempt - 1));
+        }
+        st = cmd->fn(ctx, cmd->arg);
+        if (st == NATOMIC_OK)
+            return true;
+        natomic__log(NATOMIC_LOG_WARN, ctx ? ctx->service_name : NULL, "%s command '%s' failed (attempt %d/%d): %s",
+                     list_kind, cmd->name, attempt, policy->attempts, natomic_strerror(st));
+    }
+    if (on_exhausted != NULL)
+        on_exhausted(ctx, list_kind, cmd, policy->attempts, st, user);
+    return false;
+}
+
+natomic_outcome_t natomic__cmdlist_run(natomic_cmdlist_t *list, natomic_ctx_t *ctx, const char *list_kind,
+                                       bool reverse, const natomic_retry_policy_t *policy,
+                                       natomic_exhausted_fn on_exhausted, void *user,
+                                       natomic_run_report_t *report)
+{
+    natomic_run_report_t local = {0};
+    if (report == NULL)
+        report = &local;
+    if (list == NULL || list->count == 0)
+        return NATOMIC_OUTCOME_NONE;
+    natomic_retry_policy_t p = natomic__retry_policy_normalize(policy ? *policy : (natomic_retry_policy_t){0});
+    size_t n = list->count;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = reverse ? n - 1 - k : k;
+        assert(i < list->count);
+        if (run_one(&list->items[i], ctx, list_kind, &p, on_exhausted, user, report))
+            report->succeeded++;
+        else
+            report->exhausted++;
+    }
+    return report->exhausted == 0 ? NATOMIC_OUTCOME_COMPLETE : NATOMIC_OUTCOME_INCOMPLETE;
+}

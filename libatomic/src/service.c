@@ -1,0 +1,596 @@
+/*
+ * service.c -- the service runtime: subjects, workers, and the life of a
+ * call.
+ *
+ * A service subscribes once to "<name>.>" in the queue group "<name>", so
+ * instances share the load and an unknown method still gets an answer.
+ * `max_workers` threads pull from that one synchronous subscription; each
+ * pulled request is one call, handled start to end by that thread:
+ *
+ *   1. context: transaction id from `Natomic-Tx` (or new), a new call id,
+ *      the caller's call id as parent, the deadline from
+ *      `Natomic-Deadline-Ms`; an already exceeded deadline is refused;
+ *   2. the request is decoded with the method's descriptor (a malformed
+ *      payload gets a 400 reply, the handler never sees it);
+ *   3. the handler runs and registers commands on its own context;
+ *   4. success: rollback commands are dropped unexecuted, dispatch
+ *      commands run in order (a failing one is retried, then
+ *      dead-lettered; the reply stays a success), then the reply leaves;
+ *      failure: dispatch commands are dropped, rollback commands run in
+ *      reverse order, all of them, then the error reply leaves with the
+ *      handler's original error and `Natomic-Rollback`.
+ *
+ * Stop is graceful: the subscription is drained (the server sends nothing
+ * more; what was delivered is still handled), workers finish their calls,
+ * then exit. Nothing here keeps state across calls except counters.
+ */
+#include "natomic_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_WORKERS 10
+#define POLL_MS 100
+#define DRAIN_TIMEOUT_MS 30000
+
+static bool valid_name(const char *s)
+{
+    if (s == NULL || *s == '\0' || strlen(s) > 128)
+        return false;
+    for (; *s; s++) {
+        char c = *s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+NATOMIC_API natomic_status_t natomic_service_new(natomic_service_t **out, natsConnection *nc,
+                                                 const natomic_service_config_t *config)
+{
+    if (out == NULL || nc == NULL || config == NULL || !valid_name(config->name) || config->max_workers < 0 ||
+        config->max_workers > 1024 || config->retry.attempts < 0 || config->retry.base_ms < 0 ||
+        config->retry.cap_ms < 0)
+        return NATOMIC_EINVAL;
+    natomic_service_t *svc = calloc(1, sizeof *svc);
+    if (svc == NULL)
+        return NATOMIC_ENOMEM;
+    svc->stop_pipe[0] = svc->stop_pipe[1] = -1;
+    svc->nc = nc;
+    svc->name = strdup(config->name);
+    svc->version = strdup(config->version != NULL && *config->version ? config->version : "0.1.0");
+    svc->description = strdup(config->description != NULL ? config->description : "");
+    svc->max_workers = config->max_workers > 0 ? config->max_workers : DEFAULT_MAX_WORKERS;
+    svc->retry = natomic__retry_policy_normalize(config->retry);
+    natomic__id_new(svc->id);
+    pthread_mutex_init(&svc->mu, NULL);
+    if (svc->name == NULL || svc->version == NULL || svc->description == NULL ||
+        pipe2(svc->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        natomic_service_destroy(svc);
+        return NATOMIC_ENOMEM;
+    }
+    *out = svc;
+    return NATOMIC_OK;
+}
+
+NATOMIC_API natomic_status_t natomic_service_add_method(natomic_service_t *svc, const char *name,
+                                                        natomic_handler_fn handler, unsigned flags,
+                                                        const ProtobufCMessageDescriptor *request_desc,
+                                                        const ProtobufCMessageDescriptor *reply_desc,
+                                                        void *closure)
+{
+    if (svc == NULL || !valid_name(name) || handler == NULL || request_desc == NULL || reply_desc == NULL ||
+        (flags & ~(unsigned)(NATOMIC_ROLLBACK_ONCE_FAILED | NATOMIC_DISPATCH_AFTER_COMMIT)) != 0 ||
+        request_desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC ||
+        reply_desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC)
+        return NATOMIC_EINVAL;
+    pthread_mutex_lock(&svc->mu);
+    natomic_status_t st = NATOMIC_OK;
+    if (svc->started)
+        st = NATOMIC_ESTATE;
+    for (size_t i = 0; st == NATOMIC_OK && i < svc->n_methods; i++)
+        if (strcmp(svc->methods[i].name, name) == 0)
+            st = NATOMIC_EEXIST;
+    natomic_method_t *methods = NULL;
+    if (st == NATOMIC_OK) {
+        methods = realloc(svc->methods, (svc->n_methods + 1) * sizeof *methods);
+        if (methods == NULL)
+            st = NATOMIC_ENOMEM;
+        else
+            svc->methods = methods;
+    }
+    if (st == NATOMIC_OK) {
+        natomic_method_t *m = &svc->methods[svc->n_methods];
+        memset(m, 0, sizeof *m);
+        m->name = strdup(name);
+        size_t n = strlen(svc->name) + strlen(name) + 2;
+        m->subject = malloc(n);
+        if (m->name == NULL || m->subject == NULL) {
+            free(m->name);
+            free(m->subject);
+            st = NATOMIC_ENOMEM;
+        } else {
+            snprintf(m->subject, n, "%s.%s", svc->name, name);
+            m->handler = handler;
+            m->flags = flags;
+            m->request_desc = request_desc;
+            m->reply_desc = reply_desc;
+            m->closure = closure;
+            pthread_mutex_init(&m->last_error_mu, NULL);
+            svc->n_methods++;
+        }
+    }
+    pthread_mutex_unlock(&svc->mu);
+    return st;
+}
+
+static natomic_method_t *find_method(natomic_service_t *svc, const char *name)
+{
+    for (size_t i = 0; i < svc->n_methods; i++)
+        if (strcmp(svc->methods[i].name, name) == 0)
+            return &svc->methods[i];
+    return NULL;
+}
+
+static const char *header(natsMsg *m, const char *key)
+{
+    const char *v = NULL;
+    if (natsMsgHeader_Get(m, key, &v) != NATS_OK)
+        return NULL;
+    return v;
+}
+
+/* Header ids are copied only when they are short printable tokens. */
+static bool usable_id(const char *s, size_t cap)
+{
+    if (s == NULL || *s == '\0' || strlen(s) >= cap)
+        return false;
+    for (; *s; s++)
+        if (*s <= ' ' || *s > '~' || *s == ',')
+            return false;
+    return true;
+}
+
+/* Sends a reply (success or error) with the outcome headers. Failures are logged. */
+static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t *ctx, const void *data,
+                       size_t len, natomic_status_t kind, const char *type, const char *message,
+                       natomic_outcome_t rollback, natomic_outcome_t dispatch)
+{
+    const char *reply_to = natsMsg_GetReply(req);
+    if (reply_to == NULL || *reply_to == '\0')
+        return;
+    char body[512];
+    if (kind != NATOMIC_OK) {
+        /* A readable body for tools that print payloads; clients read the headers. */
+        snprintf(body, sizeof body, "{\"code\":%d,\"type\":\"%s\",\"message\":\"%s\"}", natomic_error_code(kind),
+                 type, "see Nats-Service-Error");
+        data = body;
+        len = strlen(body);
+    }
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, reply_to, NULL, (const char *)data, (int)len);
+    if (s == NATS_OK && ctx != NULL)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_TX, ctx->tx);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_ROLLBACK, natomic_outcome_name(rollback));
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_DISPATCH, natomic_outcome_name(dispatch));
+    if (s == NATS_OK && kind != NATOMIC_OK) {
+        char code[16];
+        snprintf(code, sizeof code, "%d", natomic_error_code(kind));
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_SERVICE_ERROR, message);
+        if (s == NATS_OK)
+            s = natsMsgHeader_Set(m, NATOMIC_HDR_SERVICE_ERROR_CODE, code);
+        if (s == NATS_OK)
+            s = natsMsgHeader_Set(m, NATOMIC_HDR_ERROR_TYPE, type);
+    }
+    if (s == NATS_OK)
+        s = natsConnection_PublishMsg(svc->nc, m);
+    if (s != NATS_OK)
+        natomic__log(NATOMIC_LOG_ERROR, svc->name, "could not send the reply to %s: %s", reply_to,
+                     natsStatus_GetText(s));
+    natsMsg_Destroy(m);
+}
+
+/* Type names for failures the handler did not describe. */
+static const char *default_type(natomic_status_t kind)
+{
+    switch (kind) {
+    case NATOMIC_EBADINPUT:
+        return "BadRequest";
+    case NATOMIC_ENOMETHOD:
+        return "UnknownMethod";
+    case NATOMIC_EBUSINESS:
+        return "BusinessError";
+    case NATOMIC_ETRANSIENT:
+        return "TransientError";
+    case NATOMIC_ETIMEOUT:
+        return "Timeout";
+    default:
+        return "InternalError";
+    }
+}
+
+static void record_error(natomic_method_t *m, int code, const char *message)
+{
+    atomic_fetch_add(&m->num_errors, 1);
+    pthread_mutex_lock(&m->last_error_mu);
+    snprintf(m->last_error, sizeof m->last_error, "%d:%s", code, message);
+    pthread_mutex_unlock(&m->last_error_mu);
+}
+
+/* Runs one list with the service's policy and counts what happened. */
+static natomic_outcome_t run_list(natomic_service_t *svc, natomic_ctx_t *ctx, bool rollback)
+{
+    natomic_run_report_t rep = {0};
+    ctx->commands_running = true;
+    natomic_outcome_t out = natomic__cmdlist_run(rollback ? &ctx->rollbacks : &ctx->dispatches, ctx,
+                                                 rollback ? "rollback" : "dispatch", rollback, &svc->retry,
+                                                 natomic__dead_letter, NULL, &rep);
+    ctx->commands_running = false;
+    atomic_fetch_add(rollback ? &svc->rollbacks_run : &svc->dispatches_run, rep.succeeded);
+    atomic_fetch_add(rollback ? &svc->rollbacks_exhausted : &svc->dispatches_exhausted, rep.exhausted);
+    atomic_fetch_add(&svc->retries, rep.retries);
+    return out;
+}
+
+/* One call, start to end, on the calling worker thread. */
+static void handle_call(natomic_service_t *svc, natsMsg *msg)
+{
+    const char *subject = natsMsg_GetSubject(msg);
+    const char *name = subject + strlen(svc->name) + 1; /* the subscription guarantees "<name>." */
+    natomic_method_t *m = find_method(svc, name);
+    if (m == NULL) {
+        atomic_fetch_add(&svc->unknown_method, 1);
+        char text[256];
+        snprintf(text, sizeof text, "service %s has no method '%.100s'", svc->name, name);
+        natomic__log(NATOMIC_LOG_WARN, svc->name, "%s", text);
+        send_reply(svc, msg, NULL, NULL, 0, NATOMIC_ENOMETHOD, "UnknownMethod", text, NATOMIC_OUTCOME_NONE,
+                   NATOMIC_OUTCOME_NONE);
+        return;
+    }
+    int64_t t0 = natomic__wall_ns();
+    atomic_fetch_add(&m->num_requests, 1);
+
+    natomic_ctx_t ctx;
+    natomic__ctx_init(&ctx, svc, svc->nc, svc->name, m->name, m->flags);
+    const char *h = header(msg, NATOMIC_HDR_TX);
+    if (usable_id(h, sizeof ctx.tx))
+        natomic__copy(ctx.tx, sizeof ctx.tx, h);
+    h = header(msg, NATOMIC_HDR_CALL_ID);
+    if (usable_id(h, sizeof ctx.parent_id))
+        natomic__copy(ctx.parent_id, sizeof ctx.parent_id, h);
+    h = header(msg, NATOMIC_HDR_CALL_CHAIN);
+    if (h != NULL && strlen(h) < sizeof ctx.chain)
+        natomic__copy(ctx.chain, sizeof ctx.chain, h);
+
+    natomic_status_t kind = NATOMIC_OK;
+    char type[64] = "", text[256] = "";
+    ProtobufCMessage *request = NULL, *reply = NULL;
+
+    h = header(msg, NATOMIC_HDR_DEADLINE_MS);
+    if (h != NULL) {
+        char *end = NULL;
+        errno = 0;
+        long long ms = strtoll(h, &end, 10);
+        if (errno != 0 || end == h || *end != '\0') {
+            kind = NATOMIC_EBADINPUT;
+            natomic__copy(type, sizeof type, "BadRequest");
+            snprintf(text, sizeof text, "header %s is not a number of milliseconds", NATOMIC_HDR_DEADLINE_MS);
+        } else if (ms <= 0) {
+            kind = NATOMIC_ETIMEOUT;
+            natomic__copy(type, sizeof type, "DeadlineExceeded");
+            snprintf(text, sizeof text, "the caller's deadline passed before %s started", m->subject);
+        } else {
+            ctx.deadline_ms = natomic__now_ms() + (int64_t)ms;
+        }
+    }
+    if (kind == NATOMIC_OK) {
+        request = protobuf_c_message_unpack(m->request_desc, NULL, (size_t)natsMsg_GetDataLength(msg),
+                                            (const uint8_t *)natsMsg_GetData(msg));
+        if (request == NULL) {
+            kind = NATOMIC_EBADINPUT;
+            natomic__copy(type, sizeof type, "MalformedPayload");
+            snprintf(text, sizeof text, "payload of %d bytes is not a valid %s", natsMsg_GetDataLength(msg),
+                     m->request_desc->name);
+        }
+    }
+    if (kind == NATOMIC_OK) {
+        reply = calloc(1, m->reply_desc->sizeof_message);
+        if (reply == NULL) {
+            kind = NATOMIC_EINTERNAL;
+            natomic__copy(type, sizeof type, "OutOfMemory");
+            natomic__copy(text, sizeof text, "out of memory");
+        } else {
+            m->reply_desc->message_init(reply);
+        }
+    }
+    if (kind != NATOMIC_OK) {
+        /* Refused before the handler: nothing to roll back or dispatch. */
+        natomic__log(NATOMIC_LOG_WARN, svc->name, "%s refused: %s", m->name, text);
+        record_error(m, natomic_error_code(kind), text);
+        send_reply(svc, msg, &ctx, NULL, 0, kind, type, text, NATOMIC_OUTCOME_NONE, NATOMIC_OUTCOME_NONE);
+        goto done;
+    }
+
+    natomic_status_t st = m->handler(&ctx, request, reply, m->closure);
+    if (st == NATOMIC_OK) {
+        size_t len = 0;
+        uint8_t *data = natomic__pack(reply, &len);
+        natomic__cmdlist_clear(&ctx.rollbacks);
+        natomic_outcome_t dispatched = run_list(svc, &ctx, false);
+        if (data != NULL) {
+            send_reply(svc, msg, &ctx, data, len, NATOMIC_OK, NULL, NULL, NATOMIC_OUTCOME_NONE, dispatched);
+        } else {
+            record_error(m, 500, "out of memory packing the reply");
+            send_reply(svc, msg, &ctx, NULL, 0, NATOMIC_EINTERNAL, "OutOfMemory", "out of memory packing the reply",
+                       NATOMIC_OUTCOME_NONE, dispatched);
+        }
+        free(data);
+        natomic__log(NATOMIC_LOG_DEBUG, svc->name, "%s ok (tx %s, dispatch %s)", m->name, ctx.tx,
+                     natomic_outcome_name(dispatched));
+    } else {
+        if (ctx.failed) {
+            kind = ctx.fail_kind;
+            natomic__copy(type, sizeof type, ctx.fail_type);
+            natomic__copy(text, sizeof text, ctx.fail_message);
+        } else if (ctx.has_remote_error && ctx.remote_error.kind == st) {
+            kind = st;
+            natomic__copy(type, sizeof type, ctx.remote_error.type[0] ? ctx.remote_error.type : default_type(st));
+            natomic__copy(text, sizeof text, ctx.remote_error.message);
+        } else {
+            kind = st >= NATOMIC_EBADINPUT && st <= NATOMIC_EINTERNAL ? st : NATOMIC_EINTERNAL;
+            natomic__copy(type, sizeof type, default_type(kind));
+            snprintf(text, sizeof text, "%s failed: %s", m->name, natomic_strerror(st));
+        }
+        natomic__cmdlist_clear(&ctx.dispatches);
+        natomic_outcome_t rolled = NATOMIC_OUTCOME_NONE;
+        if (m->flags & NATOMIC_ROLLBACK_ONCE_FAILED)
+            rolled = run_list(svc, &ctx, true);
+        record_error(m, natomic_error_code(kind), text);
+        send_reply(svc, msg, &ctx, NULL, 0, kind, type, text, rolled, NATOMIC_OUTCOME_NONE);
+        natomic__log(NATOMIC_LOG_DEBUG, svc->name, "%s failed with %s: %s (tx %s, rollback %s)", m->name, type, text,
+                     ctx.tx, natomic_outcome_name(rolled));
+    }
+
+done:
+    if (reply != NULL) {
+        /* The reply shell is ours; what its fields point to is the handler's (arena). */
+        free(reply);
+    }
+    protobuf_c_message_free_unpacked(request, NULL);
+    natomic__ctx_release(&ctx);
+    atomic_fetch_add(&m->processing_ns, (uint64_t)(natomic__wall_ns() - t0));
+}
+
+static void *worker_main(void *arg)
+{
+    natomic_service_t *svc = arg;
+    for (;;) {
+        natsMsg *msg = NULL;
+        natsStatus s = natsSubscription_NextMsg(&msg, svc->sub, POLL_MS);
+        if (s == NATS_TIMEOUT) {
+            if (atomic_load(&svc->stopping) && natsSubscription_DrainCompletionStatus(svc->sub) != NATS_ILLEGAL_STATE)
+                break;
+            continue;
+        }
+        if (s != NATS_OK)
+            break; /* drained, closed, or the connection is gone */
+        handle_call(svc, msg);
+        natsMsg_Destroy(msg);
+    }
+    return NULL;
+}
+
+static void format_rfc3339(char *buf, size_t cap)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, cap - n, ".%09ldZ", ts.tv_nsec % 1000000000L);
+}
+
+NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
+{
+    if (svc == NULL)
+        return NATOMIC_EINVAL;
+    pthread_mutex_lock(&svc->mu);
+    if (svc->started) {
+        pthread_mutex_unlock(&svc->mu);
+        return NATOMIC_ESTATE;
+    }
+    char subject[160];
+    snprintf(subject, sizeof subject, "%s.>", svc->name);
+    natsStatus s = natsConnection_QueueSubscribeSync(&svc->sub, svc->nc, subject, svc->name);
+    if (s == NATS_OK)
+        s = natsSubscription_SetPendingLimits(svc->sub, -1, -1);
+    if (s != NATS_OK) {
+        natomic__log(NATOMIC_LOG_ERROR, svc->name, "cannot subscribe to %s: %s", subject, natsStatus_GetText(s));
+        natsSubscription_Destroy(svc->sub);
+        svc->sub = NULL;
+        pthread_mutex_unlock(&svc->mu);
+        return NATOMIC_ENATS;
+    }
+    natomic_status_t st = natomic__discovery_start(svc);
+    svc->workers = calloc((size_t)svc->max_workers, sizeof *svc->workers);
+    if (st == NATOMIC_OK && svc->workers == NULL)
+        st = NATOMIC_ENOMEM;
+    for (int i = 0; st == NATOMIC_OK && i < svc->max_workers; i++) {
+        if (pthread_create(&svc->workers[i], NULL, worker_main, svc) != 0)
+            st = NATOMIC_ENOMEM;
+        else
+            svc->n_workers++;
+    }
+    format_rfc3339(svc->started_at, sizeof svc->started_at);
+    svc->started = true;
+    /* Make sure the server knows the subscription before anyone is told we are up. */
+    if (st == NATOMIC_OK && natsConnection_FlushTimeout(svc->nc, 5000) != NATS_OK)
+        st = NATOMIC_ENATS;
+    pthread_mutex_unlock(&svc->mu);
+    if (st != NATOMIC_OK) {
+        natomic_service_stop(svc);
+        return st;
+    }
+    natomic__log(NATOMIC_LOG_INFO, svc->name, "service %s %s started (id %s, %zu methods, %d workers)", svc->name,
+                 svc->version, svc->id, svc->n_methods, svc->max_workers);
+    return NATOMIC_OK;
+}
+
+NATOMIC_API natomic_status_t natomic_service_stop(natomic_service_t *svc)
+{
+    if (svc == NULL)
+        return NATOMIC_EINVAL;
+    pthread_mutex_lock(&svc->mu);
+    if (!svc->started || svc->stopped) {
+        pthread_mutex_unlock(&svc->mu);
+        return NATOMIC_OK;
+    }
+    natomic__discovery_stop(svc);
+    /* Drain: the server stops sending, what is pending is still handled. */
+    natsStatus s = natsSubscription_DrainTimeout(svc->sub, DRAIN_TIMEOUT_MS);
+    atomic_store(&svc->stopping, true);
+    if (s != NATS_OK)
+        natsSubscription_Unsubscribe(svc->sub);
+    for (int i = 0; i < svc->n_workers; i++)
+        pthread_join(svc->workers[i], NULL);
+    svc->n_workers = 0;
+    natsSubscription_Destroy(svc->sub);
+    svc->sub = NULL;
+    natsConnection_FlushTimeout(svc->nc, 2000); /* replies and events of the last calls */
+    svc->stopped = true;
+    pthread_mutex_unlock(&svc->mu);
+    natomic__log(NATOMIC_LOG_INFO, svc->name, "service %s stopped", svc->name);
+    return NATOMIC_OK;
+}
+
+/* Signals for natomic_service_run() go through one process-wide pipe. */
+static int signal_pipe[2] = {-1, -1};
+static pthread_once_t signal_pipe_once = PTHREAD_ONCE_INIT;
+
+static void make_signal_pipe(void)
+{
+    if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        signal_pipe[0] = signal_pipe[1] = -1;
+}
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (signal_pipe[1] >= 0 && write(signal_pipe[1], &b, 1) < 0) {
+        /* nothing to do in a signal handler */
+    }
+    errno = saved;
+}
+
+NATOMIC_API void natomic_service_request_stop(natomic_service_t *svc)
+{
+    if (svc == NULL || svc->stop_pipe[1] < 0)
+        return;
+    int saved = errno;
+    unsigned char b = 1;
+    if (write(svc->stop_pipe[1], &b, 1) < 0) {
+        /* full pipe: a stop is already pending */
+    }
+    errno = saved;
+}
+
+NATOMIC_API natomic_status_t natomic_service_run(natomic_service_t *svc)
+{
+    if (svc == NULL)
+        return NATOMIC_EINVAL;
+    if (!svc->started) {
+        natomic_status_t st = natomic_service_start(svc);
+        if (st != NATOMIC_OK)
+            return st;
+    }
+    pthread_once(&signal_pipe_once, make_signal_pipe);
+    struct sigaction sa, old_term, old_int;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &old_int);
+
+    struct pollfd fds[2] = {{.fd = svc->stop_pipe[0], .events = POLLIN}, {.fd = signal_pipe[0], .events = POLLIN}};
+    int why = 0;
+    while (why == 0) {
+        int n = poll(fds, signal_pipe[0] >= 0 ? 2 : 1, 1000);
+        if (n < 0 && errno != EINTR)
+            break;
+        unsigned char b;
+        if (n > 0 && (fds[0].revents & POLLIN) && read(svc->stop_pipe[0], &b, 1) == 1)
+            why = -1;
+        if (n > 0 && (fds[1].revents & POLLIN) && read(signal_pipe[0], &b, 1) == 1)
+            why = b;
+    }
+    if (why > 0)
+        natomic__log(NATOMIC_LOG_INFO, svc->name, "%s received: finishing calls in flight", strsignal(why));
+    natomic_status_t st = natomic_service_stop(svc);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    return st;
+}
+
+NATOMIC_API void natomic_service_destroy(natomic_service_t *svc)
+{
+    if (svc == NULL)
+        return;
+    natomic_service_stop(svc);
+    for (size_t i = 0; i < svc->n_methods; i++) {
+        free(svc->methods[i].name);
+        free(svc->methods[i].subject);
+        pthread_mutex_destroy(&svc->methods[i].last_error_mu);
+    }
+    free(svc->methods);
+    free(svc->workers);
+    for (int i = 0; i < 2; i++)
+        if (svc->stop_pipe[i] >= 0)
+            close(svc->stop_pipe[i]);
+    pthread_mutex_destroy(&svc->mu);
+    free(svc->name);
+    free(svc->version);
+    free(svc->description);
+    free(svc);
+}
+
+NATOMIC_API const char *natomic_service_name(const natomic_service_t *svc)
+{
+    return svc != NULL ? svc->name : "";
+}
+
+NATOMIC_API const char *natomic_service_id(const natomic_service_t *svc)
+{
+    return svc != NULL ? svc->id : "";
+}
+
+NATOMIC_API natomic_status_t natomic_service_get_stats(natomic_service_stats_t *out, const natomic_service_t *svc)
+{
+    if (out == NULL || svc == NULL)
+        return NATOMIC_EINVAL;
+    natomic_service_stats_t s = {0};
+    for (size_t i = 0; i < svc->n_methods; i++) {
+        s.requests += atomic_load(&svc->methods[i].num_requests);
+        s.errors += atomic_load(&svc->methods[i].num_errors);
+    }
+    s.requests += atomic_load(&svc->unknown_method);
+    s.errors += atomic_load(&svc->unknown_method);
+    s.rollbacks_run = atomic_load(&svc->rollbacks_run);
+    s.rollbacks_exhausted = atomic_load(&svc->rollbacks_exhausted);
+    s.dispatches_run = atomic_load(&svc->dispatches_run);
+    s.dispatches_exhausted = atomic_load(&svc->dispatches_exhausted);
+    s.retries = atomic_load(&svc->retries);
+    s.dead_letters = s.rollbacks_exhausted + s.dispatches_exhausted;
+    *out = s;
+    return NATOMIC_OK;
+}

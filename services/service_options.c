@@ -1,0 +1,86 @@
+/*
+ * service_options.c -- command-line parsing shared by the example
+ * services, so every binary answers --help and refuses bad options the
+ * same way.
+ */
+#include "service_options.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <natomic.h>
+
+static void usage(FILE *f, const char *prog, const char *service, const char *about)
+{
+    fprintf(f,
+            "Usage: %s [--nats URL] [--db PATH] [--workers N]\n"
+            "\n%s\n\n"
+            "Options:\n"
+            "  --nats URL     NATS server (default: $NATS_URL or nats://127.0.0.1:4222)\n"
+            "  --db PATH      SQLite file of this service (default: ./%s.db)\n"
+            "  --workers N    calls handled at once, 1..1024 (default: 10)\n"
+            "  -h, --help     show this help\n"
+            "\nThe service answers on %s.<method> and on NATS micro discovery ($SRV.PING|INFO|STATS).\n"
+            "SIGTERM or SIGINT stops it gracefully: calls in flight finish first.\n"
+            "Log level: NATOMIC_LOG=error|warn|info|debug (default info).\n",
+            prog, about, service, service);
+}
+
+int service_options_parse(service_options_t *out, int argc, char **argv, const char *service, const char *about,
+                          int *exit_now)
+{
+    static char default_db[256];
+    snprintf(default_db, sizeof default_db, "%s.db", service);
+    service_options_t o = {.nats_url = natomic_default_url(), .db_path = default_db, .workers = 10};
+    static const struct option longopts[] = {{"nats", required_argument, NULL, 'n'},
+                                             {"db", required_argument, NULL, 'd'},
+                                             {"workers", required_argument, NULL, 'w'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    *exit_now = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            o.nats_url = optarg;
+            break;
+        case 'd':
+            o.db_path = optarg;
+            break;
+        case 'w': {
+            char *end = NULL;
+            long n = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || n < 1 || n > 1024) {
+                fprintf(stderr, "%s: --workers wants a number from 1 to 1024, got '%s'\n", argv[0], optarg);
+                *exit_now = 1;
+                return 2;
+            }
+            o.workers = (int)n;
+            break;
+        }
+        case 'h':
+            usage(stdout, argv[0], service, about);
+            *exit_now = 1;
+            return 0;
+        default:
+            fprintf(stderr, "Try '%s --help'.\n", argv[0]);
+            *exit_now = 1;
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\nTry '%s --help'.\n", argv[0], argv[optind], argv[0]);
+        *exit_now = 1;
+        return 2;
+    }
+    if (*o.db_path == '\0' || *o.nats_url == '\0') {
+        fprintf(stderr, "%s: --db and --nats must not be empty\n", argv[0]);
+        *exit_now = 1;
+        return 2;
+    }
+    *out = o;
+    return 0;
+}

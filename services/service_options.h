@@ -1,0 +1,22 @@
+/*
+ * service_options.h -- the command line every example service shares:
+ * --nats URL, --db PATH, --workers N, --help.
+ */
+#ifndef SERVICE_OPTIONS_H
+#define SERVICE_OPTIONS_H
+
+typedef struct service_options {
+    const char *nats_url;  /* --nats, else $NATS_URL, else nats://127.0.0.1:4222 */
+    const char *db_path;   /* --db, else "<service>.db" in the current folder     */
+    int workers;           /* --workers, else 10                                  */
+} service_options_t;
+
+/*
+ * Parses argv. `about` is the one-paragraph description printed by
+ * --help. Returns 0 to go on, or an exit status (0 after --help, 2 after
+ * a usage error, with a message on stderr) with *exit_now set.
+ */
+int service_options_parse(service_options_t *out, int argc, char **argv, const char *service, const char *about,
+                          int *exit_now);
+
+#endif
