@@ -4,6 +4,11 @@
  *   natomic-lab demo     start an embedded nats-server and the conversions
  *                        service, make one successful and one failing call,
  *                        and show what was saved, rolled back and published.
+ *   natomic-lab with -- COMMAND...
+ *                        start the same, run COMMAND with NATS_URL and
+ *                        NATOMIC_CONVERSIONS_DB set, stop everything, exit
+ *                        with COMMAND's status (clients in other languages
+ *                        are tested this way).
  *
  * The scenario runner (run, check) joins this program with the lab issue.
  * Everything the demo starts is stopped before it exits, and dies with it
@@ -15,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <natomic.h>
@@ -30,6 +36,8 @@ static void usage(FILE *f)
           "Commands:\n"
           "  demo          start NATS and the conversions service, show one successful\n"
           "                and one rolled-back call and the events that left\n"
+          "  with -- CMD   start NATS and the conversions service, run CMD with NATS_URL\n"
+          "                and NATOMIC_CONVERSIONS_DB set, stop everything; exit with CMD's status\n"
           "  help          show this help\n"
           "\n"
           "Options of demo:\n"
@@ -95,12 +103,13 @@ static int print_events(natsSubscription *sub)
     return n;
 }
 
-static int wait_for_service(natsConnection *nc)
+static int wait_for_service(natsConnection *nc, bool show)
 {
     for (int i = 0; i < 100; i++) {
         natsMsg *r = NULL;
         if (natsConnection_RequestString(&r, nc, "$SRV.PING.conversions", "", 100) == NATS_OK) {
-            printf("  $SRV.PING.conversions -> %.*s\n", natsMsg_GetDataLength(r), natsMsg_GetData(r));
+            if (show)
+                printf("  $SRV.PING.conversions -> %.*s\n", natsMsg_GetDataLength(r), natsMsg_GetData(r));
             natsMsg_Destroy(r);
             return 0;
         }
@@ -134,7 +143,7 @@ static int demo(bool keep)
     if (lab_process_start(&svc, argv, log, NULL) != 0)
         goto out;
     printf("* conversions service started (log: %s)\n", log);
-    if (natomic_connect(&nc, ns.url, NULL) != NATOMIC_OK || wait_for_service(nc) != 0) {
+    if (natomic_connect(&nc, ns.url, NULL) != NATOMIC_OK || wait_for_service(nc, true) != 0) {
         fprintf(stderr, "demo: the conversions service did not come up; see %s\n", log);
         goto out;
     }
@@ -178,6 +187,64 @@ out:
     return rc;
 }
 
+/* Starts NATS and conversions, runs argv with NATS_URL set, returns its exit status. */
+static int with_services(char **cmd)
+{
+    embedded_nats_t ns;
+    if (embedded_nats_start(&ns) != 0)
+        return 1;
+    char bin[1024], db[400], log[400];
+    snprintf(db, sizeof db, "%s/conversions.db", ns.dir);
+    snprintf(log, sizeof log, "%s/conversions.log", ns.dir);
+    lab_process_t svc = {0}, child = {0};
+    natsConnection *nc = NULL;
+    int rc = 1;
+    if (lab_sibling_path(bin, sizeof bin, "../services/conversions/conversions") != 0)
+        goto out;
+    char *argv[] = {bin, "--nats", ns.url, "--db", db, NULL};
+    if (lab_process_start(&svc, argv, log, NULL) != 0)
+        goto out;
+    if (natomic_connect(&nc, ns.url, NULL) != NATOMIC_OK || wait_for_service(nc, false) != 0) {
+        fprintf(stderr, "natomic-lab: the conversions service did not come up; see %s\n", log);
+        goto out;
+    }
+    char url_env[128], db_env[450];
+    snprintf(url_env, sizeof url_env, "NATS_URL=%s", ns.url);
+    snprintf(db_env, sizeof db_env, "NATOMIC_CONVERSIONS_DB=%s", db);
+    char *env[] = {url_env, db_env, NULL};
+    char path[1024];
+    if (strchr(cmd[0], '/') == NULL) {
+        /* execv needs a path: look the command up on PATH. */
+        const char *p = getenv("PATH");
+        char *dirs = strdup(p != NULL ? p : "/usr/bin:/bin"), *save = NULL;
+        path[0] = '\0';
+        for (char *d = strtok_r(dirs, ":", &save); d != NULL; d = strtok_r(NULL, ":", &save)) {
+            snprintf(path, sizeof path, "%s/%s", d, cmd[0]);
+            if (access(path, X_OK) == 0)
+                break;
+            path[0] = '\0';
+        }
+        free(dirs);
+        if (path[0] == '\0') {
+            fprintf(stderr, "natomic-lab: %s: command not found\n", cmd[0]);
+            rc = 127;
+            goto out;
+        }
+        cmd[0] = path;
+    }
+    if (lab_process_start(&child, cmd, NULL, env) != 0)
+        goto out;
+    int status = lab_process_stop(&child, 0, 10 * 60 * 1000); /* signal 0: just wait, bounded */
+    rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+out:
+    natsConnection_Destroy(nc);
+    lab_process_stop(&child, SIGTERM, 2000);
+    lab_process_stop(&svc, SIGTERM, 5000);
+    embedded_nats_stop(&ns);
+    nats_Close();
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -204,6 +271,16 @@ int main(int argc, char **argv)
             }
         }
         return demo(keep);
+    }
+    if (strcmp(cmd, "with") == 0) {
+        int i = 2;
+        if (i < argc && strcmp(argv[i], "--") == 0)
+            i++;
+        if (i >= argc) {
+            fprintf(stderr, "natomic-lab with: give a command to run, e.g. natomic-lab with -- node client.mjs\n");
+            return 2;
+        }
+        return with_services(&argv[i]);
     }
     fprintf(stderr, "natomic-lab: unknown command '%s'\n", cmd);
     usage(stderr);

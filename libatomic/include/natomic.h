@@ -218,7 +218,7 @@ NATOMIC_API const char *natomic_ctx_parent_id(const natomic_ctx_t *ctx); /* "" w
 NATOMIC_API const char *natomic_ctx_method(const natomic_ctx_t *ctx);
 NATOMIC_API natomic_service_t *natomic_ctx_service(const natomic_ctx_t *ctx);
 NATOMIC_API natsConnection *natomic_ctx_connection(const natomic_ctx_t *ctx);
-/* Milliseconds left before the caller's deadline (<= 0: exceeded). */
+/* Milliseconds left before the caller's deadline (<= 0: exceeded; INT64_MAX: the caller set none). */
 NATOMIC_API int64_t natomic_ctx_remaining_ms(const natomic_ctx_t *ctx);
 /* Memory that lives until the call ends (after every command ran). NULL on OOM. */
 NATOMIC_API void *natomic_ctx_alloc(natomic_ctx_t *ctx, size_t size);

@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -159,6 +160,15 @@ static bool usable_id(const char *s, size_t cap)
     return true;
 }
 
+/* Header values must be one line: control characters become spaces. */
+static void header_safe(char *dst, size_t cap, const char *src)
+{
+    natomic__copy(dst, cap, src);
+    for (char *p = dst; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+}
+
 /* Sends a reply (success or error) with the outcome headers. Failures are logged. */
 static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t *ctx, const void *data,
                        size_t len, natomic_status_t kind, const char *type, const char *message,
@@ -167,13 +177,15 @@ static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t
     const char *reply_to = natsMsg_GetReply(req);
     if (reply_to == NULL || *reply_to == '\0')
         return;
-    char body[512];
+    char *body = NULL;
     if (kind != NATOMIC_OK) {
         /* A readable body for tools that print payloads; clients read the headers. */
-        snprintf(body, sizeof body, "{\"code\":%d,\"type\":\"%s\",\"message\":\"%s\"}", natomic_error_code(kind),
-                 type, "see Nats-Service-Error");
+        json_t *doc = json_pack("{s:i, s:s, s:s, s:s}", "code", natomic_error_code(kind), "type", type ? type : "",
+                                "message", message ? message : "", "rollback", natomic_outcome_name(rollback));
+        body = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+        json_decref(doc);
         data = body;
-        len = strlen(body);
+        len = body != NULL ? strlen(body) : 0;
     }
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, reply_to, NULL, (const char *)data, (int)len);
@@ -184,13 +196,15 @@ static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, NATOMIC_HDR_DISPATCH, natomic_outcome_name(dispatch));
     if (s == NATS_OK && kind != NATOMIC_OK) {
-        char code[16];
+        char code[16], safe_message[256], safe_type[64];
         snprintf(code, sizeof code, "%d", natomic_error_code(kind));
-        s = natsMsgHeader_Set(m, NATOMIC_HDR_SERVICE_ERROR, message);
+        header_safe(safe_message, sizeof safe_message, message);
+        header_safe(safe_type, sizeof safe_type, type);
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_SERVICE_ERROR, safe_message);
         if (s == NATS_OK)
             s = natsMsgHeader_Set(m, NATOMIC_HDR_SERVICE_ERROR_CODE, code);
         if (s == NATS_OK)
-            s = natsMsgHeader_Set(m, NATOMIC_HDR_ERROR_TYPE, type);
+            s = natsMsgHeader_Set(m, NATOMIC_HDR_ERROR_TYPE, safe_type);
     }
     if (s == NATS_OK)
         s = natsConnection_PublishMsg(svc->nc, m);
@@ -198,6 +212,7 @@ static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t
         natomic__log(NATOMIC_LOG_ERROR, svc->name, "could not send the reply to %s: %s", reply_to,
                      natsStatus_GetText(s));
     natsMsg_Destroy(m);
+    free(body);
 }
 
 /* Type names for failures the handler did not describe. */
