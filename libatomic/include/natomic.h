@@ -216,6 +216,8 @@ NATOMIC_API const char *natomic_ctx_tx(const natomic_ctx_t *ctx);
 NATOMIC_API const char *natomic_ctx_call_id(const natomic_ctx_t *ctx);
 NATOMIC_API const char *natomic_ctx_parent_id(const natomic_ctx_t *ctx); /* "" when none */
 NATOMIC_API const char *natomic_ctx_method(const natomic_ctx_t *ctx);
+/* The Natomic-Event-Id of the event being handled; "" in a method call. */
+NATOMIC_API const char *natomic_ctx_event_id(const natomic_ctx_t *ctx);
 NATOMIC_API natomic_service_t *natomic_ctx_service(const natomic_ctx_t *ctx);
 NATOMIC_API natsConnection *natomic_ctx_connection(const natomic_ctx_t *ctx);
 /* Milliseconds left before the caller's deadline (<= 0: exceeded; INT64_MAX: the caller set none). */
@@ -261,6 +263,72 @@ NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natom
                                                  const ProtobufCMessage *request,
                                                  const ProtobufCMessageDescriptor *reply_desc,
                                                  natomic_call_info_t *info);
+
+/*
+ * The saga step (DESIGN 3.4): registers `compensation_request` on
+ * `compensation_subject` as a rollback command FIRST, then calls
+ * `subject` like natomic_ctx_request(). "Reserve, and if anything later
+ * fails, release": even when the forward call times out (the callee may
+ * have committed) the compensation is registered, so a failing call
+ * compensates it; the callee's barrier makes a compensation for an action
+ * that never ran harmless. Needs NATOMIC_ROLLBACK_ONCE_FAILED on the
+ * method (else NATOMIC_ENOTENABLED and nothing is sent).
+ */
+NATOMIC_API natomic_status_t natomic_saga_step(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
+                                               const ProtobufCMessage *request,
+                                               const ProtobufCMessageDescriptor *reply_desc,
+                                               const char *compensation_subject,
+                                               const ProtobufCMessage *compensation_request,
+                                               natomic_call_info_t *info);
+
+/* ------------------------------------------------------------------ */
+/* Barrier: idempotent participants over SQLite (DESIGN 3.6)           */
+/* ------------------------------------------------------------------ */
+
+struct sqlite3;
+
+typedef enum natomic_barrier_op {
+    NATOMIC_BARRIER_ACTION = 0,     /* e.g. reserve, charge      */
+    NATOMIC_BARRIER_COMPENSATION    /* e.g. release, refund      */
+} natomic_barrier_op_t;
+
+typedef enum natomic_barrier_outcome {
+    NATOMIC_BARRIER_EXECUTED = 0,      /* the body ran and committed with the barrier row */
+    NATOMIC_BARRIER_DUPLICATE,         /* this op already ran for (tx, branch): skipped    */
+    NATOMIC_BARRIER_NULL_COMPENSATION, /* compensation before its action: recorded, no-op  */
+    NATOMIC_BARRIER_REFUSED_LATE,      /* action after its compensation: refused          */
+    NATOMIC_BARRIER_OUTCOME_COUNT_
+} natomic_barrier_outcome_t;
+
+/* "executed", "duplicate", "null_compensation", "refused_late"; static storage. */
+NATOMIC_API const char *natomic_barrier_outcome_name(natomic_barrier_outcome_t outcome);
+
+/* The body of a barrier-protected operation: runs inside the transaction. */
+typedef natomic_status_t (*natomic_barrier_body_fn)(struct sqlite3 *db, void *arg);
+
+/* Creates the barrier table (natomic_barrier) in `db` if missing. */
+NATOMIC_API natomic_status_t natomic_barrier_init(struct sqlite3 *db);
+
+/*
+ * Runs `body` at most once for (transaction of ctx, branch, op), inside
+ * one SQLite transaction (BEGIN IMMEDIATE, holding the connection's mutex,
+ * so a connection shared by workers is safe) together with the barrier
+ * row, inserted with INSERT OR IGNORE only:
+ *   - a duplicate action or compensation is skipped;
+ *   - a compensation whose action never ran records that and does nothing
+ *     (and so blocks that action for good);
+ *   - an action arriving after its compensation is refused.
+ * Returns NATOMIC_OK with *outcome set, or the body's failure (the whole
+ * transaction, barrier row included, is rolled back, *outcome unset), or
+ * NATOMIC_ETRANSIENT when SQLite fails. Outcomes are logged and counted in
+ * the service's stats. The body must not call other services.
+ */
+NATOMIC_API natomic_status_t natomic_barrier_run(natomic_barrier_outcome_t *outcome, natomic_ctx_t *ctx,
+                                                 struct sqlite3 *db, const char *branch, natomic_barrier_op_t op,
+                                                 natomic_barrier_body_fn body, void *arg);
+
+/* Deletes barrier rows older than `retention_s` seconds; *removed (may be NULL) gets the count. */
+NATOMIC_API natomic_status_t natomic_barrier_sweep(int64_t *removed, struct sqlite3 *db, int64_t retention_s);
 
 /* ------------------------------------------------------------------ */
 /* Service                                                             */
@@ -315,6 +383,24 @@ NATOMIC_API natomic_status_t natomic_service_add_method(natomic_service_t *svc, 
                                                         const ProtobufCMessageDescriptor *reply_desc,
                                                         void *closure);
 
+/*
+ * An event handler: `event` is decoded (borrowed until it returns). The
+ * context carries the event's transaction (natomic_ctx_tx) and id
+ * (natomic_ctx_event_id); commands cannot be registered on it. Returning a
+ * failure logs it and counts it in the stats; the event is not redelivered
+ * (core NATS), so handlers should be idempotent by event id.
+ */
+typedef natomic_status_t (*natomic_event_fn)(natomic_ctx_t *ctx, const ProtobufCMessage *event, void *closure);
+
+/*
+ * Consumes "events.<source>.<type>" (queue group = this service's name:
+ * each event reaches one instance) before natomic_service_start().
+ */
+NATOMIC_API natomic_status_t natomic_service_add_event_handler(natomic_service_t *svc, const char *source,
+                                                               const char *type, natomic_event_fn handler,
+                                                               const ProtobufCMessageDescriptor *event_desc,
+                                                               void *closure);
+
 /* Subscribes (queue group = service name), answers $SRV discovery, starts the workers. */
 NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc);
 
@@ -352,6 +438,9 @@ typedef struct natomic_service_stats {
     uint64_t dispatches_exhausted;
     uint64_t retries;              /* extra attempts, all commands        */
     uint64_t dead_letters;         /* = rollbacks_ + dispatches_exhausted */
+    uint64_t events_handled;       /* event handler calls that succeeded  */
+    uint64_t events_failed;        /* ... failed or could not decode      */
+    uint64_t barrier[NATOMIC_BARRIER_OUTCOME_COUNT_]; /* by outcome        */
 } natomic_service_stats_t;
 
 NATOMIC_API natomic_status_t natomic_service_get_stats(natomic_service_stats_t *out, const natomic_service_t *svc);

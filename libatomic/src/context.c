@@ -193,6 +193,11 @@ NATOMIC_API const char *natomic_ctx_method(const natomic_ctx_t *ctx)
     return ctx != NULL ? ctx->method_name : "";
 }
 
+NATOMIC_API const char *natomic_ctx_event_id(const natomic_ctx_t *ctx)
+{
+    return ctx != NULL ? ctx->event_id : "";
+}
+
 NATOMIC_API natomic_service_t *natomic_ctx_service(const natomic_ctx_t *ctx)
 {
     return ctx != NULL ? ctx->svc : NULL;

@@ -40,6 +40,24 @@ static json_t *endpoint_info(const natomic_service_t *svc, const natomic_method_
                      (m->flags & NATOMIC_DISPATCH_AFTER_COMMIT) ? "true" : "false");
 }
 
+/* The natomic counters, service-wide, in each endpoint's `data`. */
+static json_t *natomic_counters(natomic_service_t *svc)
+{
+    json_t *barrier = json_object();
+    for (int i = 0; i < NATOMIC_BARRIER_OUTCOME_COUNT_; i++)
+        json_object_set_new(barrier, natomic_barrier_outcome_name((natomic_barrier_outcome_t)i),
+                            json_integer((json_int_t)atomic_load(&svc->barrier[i])));
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "rollbacks_run",
+                     (json_int_t)atomic_load(&svc->rollbacks_run), "rollbacks_exhausted",
+                     (json_int_t)atomic_load(&svc->rollbacks_exhausted), "dispatches_run",
+                     (json_int_t)atomic_load(&svc->dispatches_run), "dispatches_exhausted",
+                     (json_int_t)atomic_load(&svc->dispatches_exhausted), "retries",
+                     (json_int_t)atomic_load(&svc->retries), "unknown_method",
+                     (json_int_t)atomic_load(&svc->unknown_method), "events_handled",
+                     (json_int_t)atomic_load(&svc->events_handled), "events_failed",
+                     (json_int_t)atomic_load(&svc->events_failed), "barrier", barrier);
+}
+
 static json_t *endpoint_stats(natomic_service_t *svc, natomic_method_t *m)
 {
     uint64_t n = atomic_load(&m->num_requests), ns = atomic_load(&m->processing_ns);
@@ -47,15 +65,10 @@ static json_t *endpoint_stats(natomic_service_t *svc, natomic_method_t *m)
     pthread_mutex_lock(&m->last_error_mu);
     memcpy(last, m->last_error, sizeof last);
     pthread_mutex_unlock(&m->last_error_mu);
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}}", "name", m->name,
-                     "subject", m->subject, "queue_group", svc->name, "num_requests", (json_int_t)n, "num_errors",
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:I, s:I, s:o}", "name", m->name, "subject", m->subject,
+                     "queue_group", svc->name, "num_requests", (json_int_t)n, "num_errors",
                      (json_int_t)atomic_load(&m->num_errors), "last_error", last, "processing_time", (json_int_t)ns,
-                     "average_processing_time", (json_int_t)(n ? ns / n : 0), "data", "rollbacks_run",
-                     (json_int_t)atomic_load(&svc->rollbacks_run), "rollbacks_exhausted",
-                     (json_int_t)atomic_load(&svc->rollbacks_exhausted), "dispatches_run",
-                     (json_int_t)atomic_load(&svc->dispatches_run), "dispatches_exhausted",
-                     (json_int_t)atomic_load(&svc->dispatches_exhausted), "unknown_method",
-                     (json_int_t)atomic_load(&svc->unknown_method));
+                     "average_processing_time", (json_int_t)(n ? ns / n : 0), "data", natomic_counters(svc));
 }
 
 /* Builds the answer document for a verb; NULL on OOM. */

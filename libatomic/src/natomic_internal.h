@@ -97,6 +97,7 @@ struct natomic_ctx {
     natomic_call_info_t remote_error;
     natomic_arena_block_t *arena;
     bool commands_running;      /* registration is refused while lists run     */
+    char event_id[NATOMIC_ID_LEN + 1 + 32]; /* set for event handlers          */
 };
 
 /* Sets up a context for one call; ids are new unless given. Never fails. */
@@ -141,6 +142,15 @@ struct natomic_method {
 
 #define NATOMIC_DISCOVERY_SUBS 9
 
+typedef struct natomic_event_sub {
+    natomic_service_t *svc;
+    char *subject;                  /* events.<source>.<type>               */
+    natomic_event_fn handler;
+    const ProtobufCMessageDescriptor *desc;
+    void *closure;
+    natsSubscription *sub;
+} natomic_event_sub_t;
+
 struct natomic_service {
     char *name;
     char *version;
@@ -165,6 +175,10 @@ struct natomic_service {
     _Atomic uint64_t rollbacks_run, rollbacks_exhausted;
     _Atomic uint64_t dispatches_run, dispatches_exhausted;
     _Atomic uint64_t retries;
+    _Atomic uint64_t events_handled, events_failed;
+    _Atomic uint64_t barrier[NATOMIC_BARRIER_OUTCOME_COUNT_];
+    natomic_event_sub_t *event_subs; /* array of n_event_subs               */
+    size_t n_event_subs;
 };
 
 

@@ -240,3 +240,19 @@ NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natom
         *info = got;
     return st;
 }
+
+NATOMIC_API natomic_status_t natomic_saga_step(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
+                                               const ProtobufCMessage *request,
+                                               const ProtobufCMessageDescriptor *reply_desc,
+                                               const char *compensation_subject,
+                                               const ProtobufCMessage *compensation_request,
+                                               natomic_call_info_t *info)
+{
+    if (reply == NULL || ctx == NULL || subject == NULL || request == NULL || reply_desc == NULL)
+        return NATOMIC_EINVAL;
+    /* Compensation first: once the request is sent, its effect is possible. */
+    natomic_status_t st = natomic_rollback_request(ctx, compensation_subject, compensation_request);
+    if (st != NATOMIC_OK)
+        return st;
+    return natomic_ctx_request(reply, ctx, subject, request, reply_desc, info);
+}

@@ -133,6 +133,42 @@ NATOMIC_API natomic_status_t natomic_service_add_method(natomic_service_t *svc, 
     return st;
 }
 
+NATOMIC_API natomic_status_t natomic_service_add_event_handler(natomic_service_t *svc, const char *source,
+                                                               const char *type, natomic_event_fn handler,
+                                                               const ProtobufCMessageDescriptor *event_desc,
+                                                               void *closure)
+{
+    if (svc == NULL || !valid_name(source) || !valid_name(type) || handler == NULL || event_desc == NULL ||
+        event_desc->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC)
+        return NATOMIC_EINVAL;
+    pthread_mutex_lock(&svc->mu);
+    natomic_status_t st = svc->started ? NATOMIC_ESTATE : NATOMIC_OK;
+    size_t n = strlen(NATOMIC_EVENTS_PREFIX) + strlen(source) + strlen(type) + 3;
+    char *subject = st == NATOMIC_OK ? malloc(n) : NULL;
+    if (st == NATOMIC_OK && subject == NULL)
+        st = NATOMIC_ENOMEM;
+    if (st == NATOMIC_OK) {
+        snprintf(subject, n, NATOMIC_EVENTS_PREFIX ".%s.%s", source, type);
+        for (size_t i = 0; i < svc->n_event_subs; i++)
+            if (strcmp(svc->event_subs[i].subject, subject) == 0)
+                st = NATOMIC_EEXIST;
+    }
+    if (st == NATOMIC_OK) {
+        natomic_event_sub_t *subs = realloc(svc->event_subs, (svc->n_event_subs + 1) * sizeof *subs);
+        if (subs == NULL) {
+            st = NATOMIC_ENOMEM;
+        } else {
+            svc->event_subs = subs;
+            subs[svc->n_event_subs++] = (natomic_event_sub_t){
+                .svc = svc, .subject = subject, .handler = handler, .desc = event_desc, .closure = closure};
+            subject = NULL;
+        }
+    }
+    free(subject);
+    pthread_mutex_unlock(&svc->mu);
+    return st;
+}
+
 static natomic_method_t *find_method(natomic_service_t *svc, const char *name)
 {
     for (size_t i = 0; i < svc->n_methods; i++)
@@ -386,6 +422,45 @@ done:
     atomic_fetch_add(&m->processing_ns, (uint64_t)(natomic__wall_ns() - t0));
 }
 
+/* One event, on nats.c's delivery thread of its subscription. */
+static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    natomic_event_sub_t *es = closure;
+    natomic_service_t *svc = es->svc;
+    natomic_ctx_t ctx;
+    natomic__ctx_init(&ctx, svc, nc, svc->name, es->subject, 0);
+    const char *h = header(msg, NATOMIC_HDR_TX);
+    if (usable_id(h, sizeof ctx.tx))
+        natomic__copy(ctx.tx, sizeof ctx.tx, h);
+    h = header(msg, NATOMIC_HDR_CALL_ID);
+    if (usable_id(h, sizeof ctx.parent_id))
+        natomic__copy(ctx.parent_id, sizeof ctx.parent_id, h);
+    h = header(msg, NATOMIC_HDR_EVENT_ID);
+    if (usable_id(h, sizeof ctx.event_id))
+        natomic__copy(ctx.event_id, sizeof ctx.event_id, h);
+    ProtobufCMessage *event = protobuf_c_message_unpack(es->desc, NULL, (size_t)natsMsg_GetDataLength(msg),
+                                                        (const uint8_t *)natsMsg_GetData(msg));
+    natomic_status_t st = NATOMIC_EBADINPUT;
+    if (event == NULL)
+        natomic__log(NATOMIC_LOG_WARN, svc->name, "event on %s is not a valid %s: dropped", es->subject,
+                     es->desc->name);
+    else
+        st = es->handler(&ctx, event, es->closure);
+    if (st == NATOMIC_OK) {
+        atomic_fetch_add(&svc->events_handled, 1);
+    } else {
+        atomic_fetch_add(&svc->events_failed, 1);
+        if (event != NULL)
+            natomic__log(NATOMIC_LOG_WARN, svc->name, "event handler for %s (event %s) failed: %s%s%s", es->subject,
+                         ctx.event_id, ctx.failed ? ctx.fail_type : natomic_strerror(st), ctx.failed ? ": " : "",
+                         ctx.failed ? ctx.fail_message : "");
+    }
+    protobuf_c_message_free_unpacked(event, NULL);
+    natomic__ctx_release(&ctx);
+    natsMsg_Destroy(msg);
+    (void)sub;
+}
+
 static void *worker_main(void *arg)
 {
     natomic_service_t *svc = arg;
@@ -437,6 +512,17 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         return NATOMIC_ENATS;
     }
     natomic_status_t st = natomic__discovery_start(svc);
+    for (size_t i = 0; st == NATOMIC_OK && i < svc->n_event_subs; i++) {
+        natomic_event_sub_t *es = &svc->event_subs[i];
+        s = natsConnection_QueueSubscribe(&es->sub, svc->nc, es->subject, svc->name, on_event, es);
+        if (s == NATS_OK)
+            s = natsSubscription_SetPendingLimits(es->sub, -1, -1);
+        if (s != NATS_OK) {
+            natomic__log(NATOMIC_LOG_ERROR, svc->name, "cannot subscribe to %s: %s", es->subject,
+                         natsStatus_GetText(s));
+            st = NATOMIC_ENATS;
+        }
+    }
     svc->workers = calloc((size_t)svc->max_workers, sizeof *svc->workers);
     if (st == NATOMIC_OK && svc->workers == NULL)
         st = NATOMIC_ENOMEM;
@@ -471,6 +557,18 @@ NATOMIC_API natomic_status_t natomic_service_stop(natomic_service_t *svc)
         return NATOMIC_OK;
     }
     natomic__discovery_stop(svc);
+    /* Events first: their handlers may still be running on nats.c's threads. */
+    for (size_t i = 0; i < svc->n_event_subs; i++) {
+        natomic_event_sub_t *es = &svc->event_subs[i];
+        if (es->sub == NULL)
+            continue;
+        if (natsSubscription_Drain(es->sub) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(es->sub, DRAIN_TIMEOUT_MS);
+        else
+            natsSubscription_Unsubscribe(es->sub);
+        natsSubscription_Destroy(es->sub);
+        es->sub = NULL;
+    }
     /* Drain: the server stops sending, what is pending is still handled. */
     natsStatus s = natsSubscription_DrainTimeout(svc->sub, DRAIN_TIMEOUT_MS);
     atomic_store(&svc->stopping, true);
@@ -568,6 +666,9 @@ NATOMIC_API void natomic_service_destroy(natomic_service_t *svc)
         pthread_mutex_destroy(&svc->methods[i].last_error_mu);
     }
     free(svc->methods);
+    for (size_t i = 0; i < svc->n_event_subs; i++)
+        free(svc->event_subs[i].subject);
+    free(svc->event_subs);
     free(svc->workers);
     for (int i = 0; i < 2; i++)
         if (svc->stop_pipe[i] >= 0)
@@ -606,6 +707,10 @@ NATOMIC_API natomic_status_t natomic_service_get_stats(natomic_service_stats_t *
     s.dispatches_exhausted = atomic_load(&svc->dispatches_exhausted);
     s.retries = atomic_load(&svc->retries);
     s.dead_letters = s.rollbacks_exhausted + s.dispatches_exhausted;
+    s.events_handled = atomic_load(&svc->events_handled);
+    s.events_failed = atomic_load(&svc->events_failed);
+    for (int i = 0; i < NATOMIC_BARRIER_OUTCOME_COUNT_; i++)
+        s.barrier[i] = atomic_load(&svc->barrier[i]);
     *out = s;
     return NATOMIC_OK;
 }
