@@ -92,7 +92,8 @@ NATOMIC_API const char *natomic_status_name(natomic_status_t status);
  * ETRANSIENT 503, ETIMEOUT 504. Other statuses map to 500.
  */
 NATOMIC_API int natomic_error_code(natomic_status_t kind);
-/* The inverse: the error kind for a received code (unknown codes: EINTERNAL). */
+/* The inverse: the error kind for a received code. Unknown 4xx codes read as
+ * EBADINPUT (a client error: do not retry), other unknown codes as EINTERNAL. */
 NATOMIC_API natomic_status_t natomic_error_kind(int code);
 
 /* ------------------------------------------------------------------ */

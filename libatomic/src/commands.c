@@ -131,14 +131,17 @@ natomic_outcome_t natomic__cmdlist_run(natomic_cmdlist_t *list, natomic_ctx_t *c
     if (list == NULL || list->count == 0)
         return NATOMIC_OUTCOME_NONE;
     natomic_retry_policy_t p = natomic__retry_policy_normalize(policy ? *policy : (natomic_retry_policy_t){0});
-    size_t n = list->count;
+    size_t n = list->count, exhausted = 0;
     for (size_t k = 0; k < n; k++) {
         size_t i = reverse ? n - 1 - k : k;
         assert(i < list->count);
-        if (run_one(&list->items[i], ctx, list_kind, &p, on_exhausted, user, report))
+        if (run_one(&list->items[i], ctx, list_kind, &p, on_exhausted, user, report)) {
             report->succeeded++;
-        else
+        } else {
             report->exhausted++;
+            exhausted++;
+        }
     }
-    return report->exhausted == 0 ? NATOMIC_OUTCOME_COMPLETE : NATOMIC_OUTCOME_INCOMPLETE;
+    /* Decided on this run alone: a report may carry counts of earlier runs. */
+    return exhausted == 0 ? NATOMIC_OUTCOME_COMPLETE : NATOMIC_OUTCOME_INCOMPLETE;
 }

@@ -61,8 +61,8 @@ void natomic__cmdlist_free(natomic_cmdlist_t *list);
 /*
  * Runs every command (in reverse order when `reverse`), each retried by
  * `policy`; never stops at a failure. Returns NONE for an empty list,
- * COMPLETE when all succeeded, INCOMPLETE otherwise. The list is left as
- * it was (the caller clears it).
+ * COMPLETE when all succeeded, INCOMPLETE otherwise. Counts are added to
+ * `report` (may be NULL). The list is left as it was (the caller clears it).
  */
 natomic_outcome_t natomic__cmdlist_run(natomic_cmdlist_t *list, natomic_ctx_t *ctx, const char *list_kind,
                                        bool reverse, const natomic_retry_policy_t *policy,
