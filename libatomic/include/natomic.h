@@ -17,7 +17,8 @@
  * silently.
  *
  * Conventions of this header
- *   - Every function returns a natomic_status_t; natomic_strerror() names it.
+ *   - Functions that can fail return a natomic_status_t; natomic_strerror()
+ *     names it. Accessors, counters and _free/_destroy return plain values.
  *   - Out-parameters come first and are written only on success.
  *   - Strings passed in are copied unless the comment says "borrowed".
  *   - _free/_destroy of NULL is a no-op.
@@ -134,9 +135,10 @@ NATOMIC_API const char *natomic_outcome_name(natomic_outcome_t outcome);
 /*
  * Connects to `url` (NULL: $NATS_URL, else nats://127.0.0.1:4222) with the
  * options natomic needs: sends go out at once (natsOptions_SetSendAsap;
- * nats.c's buffering otherwise adds about 1 ms per hop) and reconnection
- * forever. `opts` (borrowed, may be NULL) carries your credentials and TLS;
- * natomic sets SendAsap and the URL on it when given.
+ * nats.c's buffering otherwise adds about 1 ms per hop). With `opts` NULL
+ * natomic also sets reconnection forever (every 100 ms) and a 2 s connect
+ * timeout. Given `opts` (borrowed: your credentials, TLS, reconnect
+ * policy), natomic only sets the URL and SendAsap on it.
  * The connection is the caller's: natsConnection_Destroy() it.
  */
 NATOMIC_API natomic_status_t natomic_connect(natsConnection **out, const char *url, natsOptions *opts);
@@ -186,7 +188,8 @@ NATOMIC_API size_t natomic_dispatch_count(const natomic_ctx_t *ctx);
 /*
  * Registers a dispatch command that publishes `event` (packed now: the
  * message may be freed on return) on "events.<service>.<type>" with the
- * headers Natomic-Tx, Natomic-Event-Id, Natomic-Event-Type and Nats-Msg-Id.
+ * headers Natomic-Tx, Natomic-Call-Id, Natomic-Event-Id, Natomic-Event-Type
+ * and Nats-Msg-Id (= the event id, for JetStream's duplicate window).
  */
 NATOMIC_API natomic_status_t natomic_dispatch_event(natomic_ctx_t *ctx, const char *type,
                                                     const ProtobufCMessage *event);
@@ -201,8 +204,8 @@ NATOMIC_API natomic_status_t natomic_rollback_request(natomic_ctx_t *ctx, const 
 
 /*
  * Fails the call: records the error kind (NATOMIC_EBADINPUT ..
- * NATOMIC_EINTERNAL), its type (e.g. "InvalidLength", borrowed) and a
- * printf-style message. Returns `kind`, so a handler can write
+ * NATOMIC_EINTERNAL), its type (e.g. "InvalidLength"; copied, at most 63
+ * bytes) and a printf-style message (at most 255 bytes). Returns `kind`, so a handler can write
  *     return natomic_fail(ctx, NATOMIC_EBUSINESS, "OutOfStock", "only %d left", n);
  */
 NATOMIC_API natomic_status_t natomic_fail(natomic_ctx_t *ctx, natomic_status_t kind, const char *type,
@@ -312,8 +315,9 @@ NATOMIC_API natomic_status_t natomic_barrier_init(struct sqlite3 *db);
 
 /*
  * Runs `body` at most once for (transaction of ctx, branch, op), inside
- * one SQLite transaction (BEGIN IMMEDIATE, holding the connection's mutex,
- * so a connection shared by workers is safe) together with the barrier
+ * one SQLite transaction (BEGIN IMMEDIATE, holding the connection's mutex:
+ * a connection opened with SQLITE_OPEN_FULLMUTEX can then be shared by the
+ * workers; any other connection must not be) together with the barrier
  * row, inserted with INSERT OR IGNORE only:
  *   - a duplicate action or compensation is skipped;
  *   - a compensation whose action never ran records that and does nothing
@@ -429,7 +433,12 @@ NATOMIC_API const char *natomic_service_name(const natomic_service_t *svc);
 /* The instance id reported by $SRV discovery. */
 NATOMIC_API const char *natomic_service_id(const natomic_service_t *svc);
 
-/* Counters since start (what $SRV.STATS reports in each endpoint's data). */
+/*
+ * Counters since start, for the whole service (requests and errors summed
+ * over methods, unknown methods included). $SRV.STATS reports requests and
+ * errors per endpoint, and these service-wide counters in each endpoint's
+ * `data` (the same object on every endpoint: do not sum them).
+ */
 typedef struct natomic_service_stats {
     uint64_t requests;
     uint64_t errors;

@@ -304,8 +304,14 @@ static void handle_call(natomic_service_t *svc, natsMsg *msg)
         char text[256];
         snprintf(text, sizeof text, "service %s has no method '%.100s'", svc->name, name);
         natomic__log(NATOMIC_LOG_WARN, svc->name, "%s", text);
-        send_reply(svc, msg, NULL, NULL, 0, NATOMIC_ENOMETHOD, "UnknownMethod", text, NATOMIC_OUTCOME_NONE,
+        natomic_ctx_t ctx; /* only for the Natomic-Tx of the reply */
+        natomic__ctx_init(&ctx, svc, svc->nc, svc->name, name, 0);
+        const char *tx = header(msg, NATOMIC_HDR_TX);
+        if (usable_id(tx, sizeof ctx.tx))
+            natomic__copy(ctx.tx, sizeof ctx.tx, tx);
+        send_reply(svc, msg, &ctx, NULL, 0, NATOMIC_ENOMETHOD, "UnknownMethod", text, NATOMIC_OUTCOME_NONE,
                    NATOMIC_OUTCOME_NONE);
+        natomic__ctx_release(&ctx);
         return;
     }
     int64_t t0 = natomic__wall_ns();
