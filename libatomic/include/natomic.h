@@ -275,8 +275,11 @@ NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natom
  * fails, release": even when the forward call times out (the callee may
  * have committed) the compensation is registered, so a failing call
  * compensates it; the callee's barrier makes a compensation for an action
- * that never ran harmless. Needs NATOMIC_ROLLBACK_ONCE_FAILED on the
- * method (else NATOMIC_ENOTENABLED and nothing is sent).
+ * that never ran harmless. When nobody received the action
+ * (NATOMIC_ENORESPONDERS) it certainly did not run, and its compensation
+ * is dropped again. Needs NATOMIC_ROLLBACK_ONCE_FAILED on the method
+ * (else NATOMIC_ENOTENABLED and nothing is sent). On any failure `info`
+ * (may be NULL) says what happened.
  */
 NATOMIC_API natomic_status_t natomic_saga_step(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
                                                const ProtobufCMessage *request,

@@ -188,6 +188,8 @@ NATOMIC_API natomic_status_t natomic_barrier_sweep(int64_t *removed, struct sqli
 {
     if (db == NULL || retention_s < 0)
         return NATOMIC_EINVAL;
+    sqlite3_mutex *mu = sqlite3_db_mutex(db); /* the count must be this statement's */
+    sqlite3_mutex_enter(mu);
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db, "DELETE FROM natomic_barrier WHERE created_at < ?", -1, &st, NULL);
     if (rc == SQLITE_OK) {
@@ -195,9 +197,11 @@ NATOMIC_API natomic_status_t natomic_barrier_sweep(int64_t *removed, struct sqli
         rc = sqlite3_step(st);
     }
     sqlite3_finalize(st);
+    int64_t n = sqlite3_changes(db);
+    sqlite3_mutex_leave(mu);
     if (rc != SQLITE_DONE)
         return NATOMIC_ETRANSIENT;
     if (removed != NULL)
-        *removed = sqlite3_changes(db);
+        *removed = n;
     return NATOMIC_OK;
 }

@@ -248,11 +248,28 @@ NATOMIC_API natomic_status_t natomic_saga_step(ProtobufCMessage **reply, natomic
                                                const ProtobufCMessage *compensation_request,
                                                natomic_call_info_t *info)
 {
-    if (reply == NULL || ctx == NULL || subject == NULL || request == NULL || reply_desc == NULL)
-        return NATOMIC_EINVAL;
-    /* Compensation first: once the request is sent, its effect is possible. */
-    natomic_status_t st = natomic_rollback_request(ctx, compensation_subject, compensation_request);
-    if (st != NATOMIC_OK)
+    natomic_status_t st = NATOMIC_EINVAL;
+    if (reply != NULL && ctx != NULL && subject != NULL && request != NULL && reply_desc != NULL) {
+        /* Compensation first: once the request is sent, its effect is possible. */
+        st = natomic_rollback_request(ctx, compensation_subject, compensation_request);
+    }
+    if (st != NATOMIC_OK) {
+        if (info != NULL) {
+            memset(info, 0, sizeof *info);
+            info->kind = st;
+            natomic__copy(info->message, sizeof info->message, natomic_strerror(st));
+        }
         return st;
-    return natomic_ctx_request(reply, ctx, subject, request, reply_desc, info);
+    }
+    size_t registered = ctx->rollbacks.count - 1;
+    st = natomic_ctx_request(reply, ctx, subject, request, reply_desc, info);
+    if (st == NATOMIC_ENORESPONDERS && registered + 1 == ctx->rollbacks.count) {
+        /* Nobody received the action: it certainly did not run, nothing to compensate. */
+        natomic_command_t *c = &ctx->rollbacks.items[registered];
+        if (c->free_arg != NULL)
+            c->free_arg(c->arg);
+        free(c->name);
+        ctx->rollbacks.count--;
+    }
+    return st;
 }

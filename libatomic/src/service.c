@@ -628,11 +628,7 @@ NATOMIC_API natomic_status_t natomic_service_run(natomic_service_t *svc)
 {
     if (svc == NULL)
         return NATOMIC_EINVAL;
-    if (!svc->started) {
-        natomic_status_t st = natomic_service_start(svc);
-        if (st != NATOMIC_OK)
-            return st;
-    }
+    /* Handlers first: a SIGTERM as soon as the service is visible must still drain. */
     pthread_once(&signal_pipe_once, make_signal_pipe);
     struct sigaction sa, old_term, old_int;
     memset(&sa, 0, sizeof sa);
@@ -640,6 +636,14 @@ NATOMIC_API natomic_status_t natomic_service_run(natomic_service_t *svc)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, &old_term);
     sigaction(SIGINT, &sa, &old_int);
+    if (!svc->started) {
+        natomic_status_t st = natomic_service_start(svc);
+        if (st != NATOMIC_OK) {
+            sigaction(SIGTERM, &old_term, NULL);
+            sigaction(SIGINT, &old_int, NULL);
+            return st;
+        }
+    }
 
     struct pollfd fds[2] = {{.fd = svc->stop_pipe[0], .events = POLLIN}, {.fd = signal_pipe[0], .events = POLLIN}};
     int why = 0;

@@ -1,0 +1,69 @@
+/*
+ * sqlite_tx.c -- one serialized SQLite connection per service, and
+ * explicit transactions that hold its mutex (see sqlite_tx.h for why).
+ *
+ * The mutex is recursive (SQLite's SQLITE_MUTEX_RECURSIVE for a
+ * connection), so the statements run between begin and commit, which
+ * enter it again themselves, do not deadlock. If COMMIT fails (a full
+ * disk, say) the transaction is rolled back before the mutex is left, so
+ * no half-done write ever becomes visible to another worker.
+ */
+#include "sqlite_tx.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+
+int sqlite_tx_open(sqlite3 **out, const char *path, const char *service)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(db, 5000);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        fprintf(stderr, "%s: cannot open %s: %s\n", service, path, db != NULL ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return -1;
+    }
+    /* Serialized mode is what makes sqlite3_db_mutex() non-NULL: the transactions below rely on it. */
+    if (sqlite3_db_mutex(db) == NULL) {
+        fprintf(stderr, "%s: this SQLite cannot share a connection between threads (built without threads?)\n",
+                service);
+        sqlite3_close(db);
+        return -1;
+    }
+    *out = db;
+    return 0;
+}
+
+int sqlite_tx_begin(sqlite3 *db)
+{
+    sqlite3_mutex_enter(sqlite3_db_mutex(db));
+    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        sqlite3_mutex_leave(sqlite3_db_mutex(db));
+    return rc;
+}
+
+int sqlite_tx_commit(sqlite3 *db)
+{
+    int rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_mutex_leave(sqlite3_db_mutex(db));
+    return rc;
+}
+
+void sqlite_tx_rollback(sqlite3 *db)
+{
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_mutex_leave(sqlite3_db_mutex(db));
+}
+
+int sqlite_tx_finish(sqlite3_stmt *st, int rc)
+{
+    while (rc == SQLITE_ROW)
+        rc = sqlite3_step(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}

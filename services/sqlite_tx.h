@@ -1,0 +1,54 @@
+/*
+ * sqlite_tx.h -- the SQLite connection of a participant service, and its
+ * explicit transactions.
+ *
+ * A service opens one connection in serialized mode and shares it among
+ * its workers. SQLite serializes each API call, not a sequence of them:
+ * two workers issuing BEGIN/UPDATE/COMMIT on the same connection would
+ * interleave inside one transaction. So a multi-statement write holds the
+ * connection's own mutex (sqlite3_db_mutex) from BEGIN to COMMIT -- the
+ * same mutex natomic_barrier_run() holds, so the two never interleave.
+ */
+#ifndef SQLITE_TX_H
+#define SQLITE_TX_H
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+/*
+ * Opens (creating) `path` for the service `service`: serialized mode
+ * (SQLITE_OPEN_FULLMUTEX), WAL journal, synchronous=NORMAL, busy timeout
+ * 5000 ms. 0 with *out set, or -1 with a message on stderr and nothing
+ * left open. Close with sqlite3_close().
+ */
+int sqlite_tx_open(struct sqlite3 **out, const char *path, const char *service);
+
+/*
+ * Enters the connection's mutex and runs BEGIN IMMEDIATE (the write lock
+ * is taken now, so the transaction cannot fail later for lack of it).
+ * SQLITE_OK: the caller holds both and must end with sqlite_tx_commit()
+ * or sqlite_tx_rollback(). Another SQLite code (sqlite3_errstr() names it,
+ * safely from any thread): nothing is held.
+ */
+int sqlite_tx_begin(struct sqlite3 *db);
+
+/*
+ * Commits and leaves the mutex. SQLITE_OK, or the code COMMIT failed
+ * with: then the transaction has been rolled back. Either way the mutex
+ * is released.
+ */
+int sqlite_tx_commit(struct sqlite3 *db);
+
+/* Rolls back and leaves the mutex. */
+void sqlite_tx_rollback(struct sqlite3 *db);
+
+/*
+ * Runs a statement to its end, given `rc`, the result of the step just
+ * taken (SQLITE_ROW while RETURNING rows remain): pass sqlite3_step(st)
+ * for a statement whose rows you do not read. Never steps past
+ * SQLITE_DONE, which would make SQLite reset the statement and run it
+ * again. SQLITE_OK, or the failure.
+ */
+int sqlite_tx_finish(struct sqlite3_stmt *st, int rc);
+
+#endif
