@@ -1,22 +1,24 @@
 /*
  * natomic-lab -- the lab's command line.
  *
- *   natomic-lab demo     start an embedded nats-server and the conversions
- *                        service, make one successful and one failing call,
- *                        and show what was saved, rolled back and published.
+ *   natomic-lab demo     start an embedded nats-server and the five example
+ *                        services, then tell two stories: the seed's two
+ *                        examples (conversions) and the order saga
+ *                        (confirmed, declined payment, out of stock), with
+ *                        the state before and after each.
  *   natomic-lab with -- COMMAND...
- *                        start the same, run COMMAND with NATS_URL and
- *                        NATOMIC_CONVERSIONS_DB set, stop everything, exit
- *                        with COMMAND's status (clients in other languages
- *                        are tested this way).
+ *                        start the same, run COMMAND with NATS_URL and the
+ *                        services' database paths in the environment, stop
+ *                        everything, exit with COMMAND's status (clients in
+ *                        other languages are tested this way).
  *
  * The scenario runner (run, check) joins this program with the lab issue.
- * Everything the demo starts is stopped before it exits, and dies with it
- * if it is killed (see embedded_nats.c and process.c).
+ * Everything started here is stopped before it exits, and dies with it if
+ * it is killed (see embedded_nats.c and process.c).
  */
-#include <getopt.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,220 +29,403 @@
 
 #include "conversions.pb-c.h"
 #include "embedded_nats.h"
+#include "inventory.pb-c.h"
+#include "lab_services.h"
+#include "message_json.h"
+#include "notifications.pb-c.h"
+#include "orders.pb-c.h"
+#include "payments.pb-c.h"
 #include "process.h"
+
+#define CALL_TIMEOUT_MS 5000
 
 static void usage(FILE *f)
 {
     fputs("Usage: natomic-lab <command> [options]\n"
           "\n"
           "Commands:\n"
-          "  demo          start NATS and the conversions service, show one successful\n"
-          "                and one rolled-back call and the events that left\n"
-          "  with -- CMD   start NATS and the conversions service, run CMD with NATS_URL\n"
-          "                and NATOMIC_CONVERSIONS_DB set, stop everything; exit with CMD's status\n"
+          "  demo          start NATS and the five example services and show: one successful\n"
+          "                and one rolled-back call (the seed's examples), then the order saga\n"
+          "                (confirmed, payment declined, out of stock) with state before/after\n"
+          "  with -- CMD   start NATS and the services, run CMD with NATS_URL and\n"
+          "                NATOMIC_<SERVICE>_DB set, stop everything; exit with CMD's status\n"
           "  help          show this help\n"
           "\n"
           "Options of demo:\n"
-          "  --keep        keep the temporary folder (NATS store, service log, database)\n"
+          "  --keep        keep the temporary folder (NATS store, service logs, databases)\n"
           "\n"
           "Environment: NATOMIC_NATS_SERVER (nats-server binary), NATOMIC_LOG (service log level).\n",
           f);
 }
 
-static int64_t count_rows(const char *db_path)
+/* The lab around a demo or a command: NATS, the services, a client. */
+typedef struct lab {
+    embedded_nats_t nats;
+    lab_services_t services;
+    natsConnection *nc;
+} lab_t;
+
+static int lab_up(lab_t *lab)
+{
+    memset(lab, 0, sizeof *lab);
+    if (embedded_nats_start(&lab->nats) != 0)
+        return -1;
+    if (natomic_connect(&lab->nc, lab->nats.url, NULL) != NATOMIC_OK ||
+        lab_services_start(&lab->services, lab->nats.url, lab->nats.dir, lab->nc) != 0) {
+        natsConnection_Destroy(lab->nc);
+        lab->nc = NULL;
+        embedded_nats_stop(&lab->nats);
+        return -1;
+    }
+    return 0;
+}
+
+static void lab_down(lab_t *lab)
+{
+    natsConnection_Destroy(lab->nc);
+    lab->nc = NULL;
+    lab_services_stop(&lab->services);
+    embedded_nats_stop(&lab->nats);
+}
+
+/* ---- demo ------------------------------------------------------------ */
+
+static int failures; /* promises the demo saw broken */
+
+static void expect(bool ok, const char *fmt, ...)
+{
+    if (ok)
+        return;
+    failures++;
+    va_list ap;
+    va_start(ap, fmt);
+    printf("  !! NOT AS PROMISED: ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+}
+
+static int64_t db_int(const char *path, const char *sql)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int64_t n = -1;
-    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
-        sqlite3_prepare_v2(db, "SELECT count(*) FROM history", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
         n = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     sqlite3_close(db);
     return n;
 }
 
-/* Calls inches_to_cm and prints what came back. */
-static void call(natsConnection *nc, double inches)
+static void print_json_line(const char *prefix, const ProtobufCMessage *m)
 {
-    Conversions__InchesToCmRequest req = CONVERSIONS__INCHES_TO_CM_REQUEST__INIT;
-    req.inches = inches;
-    ProtobufCMessage *reply = NULL;
-    natomic_call_info_t info;
-    printf("\n  -> conversions.inches_to_cm { inches: %g }\n", inches);
-    natomic_status_t st = natomic_request(&reply, nc, "conversions.inches_to_cm", &req.base,
-                                          &conversions__inches_to_cm_reply__descriptor, 5000, &info);
-    if (st == NATOMIC_OK) {
-        printf("  <- reply { cm: %g }   Natomic-Dispatch: %s, Natomic-Rollback: %s\n",
-               ((Conversions__InchesToCmReply *)reply)->cm, natomic_outcome_name(info.dispatch),
-               natomic_outcome_name(info.rollback));
-        protobuf_c_message_free_unpacked(reply, NULL);
-    } else if (info.code != 0) {
-        printf("  <- error %d %s: %s\n     Natomic-Rollback: %s, Natomic-Dispatch: %s\n", info.code, info.type,
-               info.message, natomic_outcome_name(info.rollback), natomic_outcome_name(info.dispatch));
-    } else {
-        printf("  <- no reply: %s\n", natomic_strerror(st));
-    }
+    json_t *j = message_to_json(m);
+    char *text = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15)) : NULL;
+    printf("%s%s\n", prefix, text != NULL ? text : "?");
+    free(text);
+    json_decref(j);
 }
 
-static int print_events(natsSubscription *sub)
+/* Calls subject, prints request and reply (or error); the reply in *out (NULL: freed). */
+static natomic_status_t call(lab_t *lab, const char *subject, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **out,
+                             natomic_call_info_t *info, bool show)
+{
+    natomic_call_info_t local;
+    if (info == NULL)
+        info = &local;
+    ProtobufCMessage *reply = NULL;
+    if (show) {
+        char prefix[160];
+        snprintf(prefix, sizeof prefix, "  -> %s ", subject);
+        print_json_line(prefix, req);
+    }
+    natomic_status_t st = natomic_request(&reply, lab->nc, subject, req, reply_desc, CALL_TIMEOUT_MS, info);
+    if (show) {
+        if (st == NATOMIC_OK)
+            print_json_line("  <- ", reply);
+        else if (info->code != 0)
+            printf("  <- error %d %s: %s\n     Natomic-Rollback: %s\n", info->code, info->type, info->message,
+                   natomic_outcome_name(info->rollback));
+        else
+            printf("  <- no reply: %s\n", natomic_strerror(st));
+    }
+    if (out != NULL && st == NATOMIC_OK)
+        *out = reply;
+    else
+        protobuf_c_message_free_unpacked(reply, NULL);
+    return st;
+}
+
+/* Collects what arrived on an event subscription within quiet_ms; prints each. */
+static int drain_events(natsSubscription *sub, int quiet_ms, const char *label)
 {
     int n = 0;
     natsMsg *m = NULL;
-    while (natsSubscription_NextMsg(&m, sub, 300) == NATS_OK) {
-        Conversions__Converted *ev = conversions__converted__unpack(
-            NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
+    while (natsSubscription_NextMsg(&m, sub, quiet_ms) == NATS_OK) {
         const char *tx = NULL;
         natsMsgHeader_Get(m, NATOMIC_HDR_TX, &tx);
-        if (ev != NULL)
-            printf("  event %s { inches: %g, cm: %g, conversion_id: %lld }  tx %.8s...\n", natsMsg_GetSubject(m),
-                   ev->inches, ev->cm, (long long)ev->conversion_id, tx ? tx : "?");
-        conversions__converted__free_unpacked(ev, NULL);
+        printf("  %s %s (%d bytes, tx %.8s...)\n", label, natsMsg_GetSubject(m), natsMsg_GetDataLength(m),
+               tx != NULL ? tx : "?");
         natsMsg_Destroy(m);
         n++;
     }
     return n;
 }
 
-static int wait_for_service(natsConnection *nc, bool show)
+static void demo_conversions(lab_t *lab)
 {
-    for (int i = 0; i < 100; i++) {
-        natsMsg *r = NULL;
-        if (natsConnection_RequestString(&r, nc, "$SRV.PING.conversions", "", 100) == NATS_OK) {
-            if (show)
-                printf("  $SRV.PING.conversions -> %.*s\n", natsMsg_GetDataLength(r), natsMsg_GetData(r));
-            natsMsg_Destroy(r);
-            return 0;
-        }
-        usleep(50 * 1000);
+    const char *db = lab_services_find(&lab->services, "conversions")->db_path;
+    natsSubscription *events = NULL;
+    natsConnection_SubscribeSync(&events, lab->nc, "events.conversions.>");
+    natsConnection_Flush(lab->nc);
+
+    printf("\nPart 1 - the seed's two examples (conversions.inches_to_cm)\n");
+    printf("\n1. A successful call: saved, no rollback, the event leaves after commit.\n");
+    Conversions__InchesToCmRequest req = CONVERSIONS__INCHES_TO_CM_REQUEST__INIT;
+    req.inches = 10;
+    natomic_status_t st =
+        call(lab, "conversions.inches_to_cm", &req.base, &conversions__inches_to_cm_reply__descriptor, NULL, NULL, true);
+    int64_t rows = db_int(db, "SELECT count(*) FROM history");
+    printf("  history rows: %lld\n", (long long)rows);
+    int n1 = drain_events(events, 300, "event");
+    expect(st == NATOMIC_OK && rows == 1 && n1 == 1, "success saved one row and sent one event (rows %lld, events %d)",
+           (long long)rows, n1);
+
+    printf("\n2. A failing call: the handler saves, then fails with InvalidLength;\n"
+           "   the rollback deletes the row and no event leaves.\n");
+    req.inches = -3;
+    natomic_call_info_t info;
+    st = call(lab, "conversions.inches_to_cm", &req.base, &conversions__inches_to_cm_reply__descriptor, NULL, &info,
+              true);
+    rows = db_int(db, "SELECT count(*) FROM history");
+    printf("  history rows: %lld (the failed call's row was rolled back)\n", (long long)rows);
+    int n2 = drain_events(events, 300, "event");
+    if (n2 == 0)
+        printf("  no event (as promised: dispatch only after success)\n");
+    expect(st == NATOMIC_EBUSINESS && strcmp(info.type, "InvalidLength") == 0 &&
+               info.rollback == NATOMIC_OUTCOME_COMPLETE && rows == 1 && n2 == 0,
+           "failure rolled back and sent nothing (rows %lld, events %d)", (long long)rows, n2);
+    natsSubscription_Destroy(events);
+}
+
+/* State of the saga domain, read from the services' own SQLite files. */
+typedef struct saga_state {
+    int64_t available, reserved, balance_ann, balance_bob, charged, orders_confirmed, orders_cancelled,
+        notifications;
+} saga_state_t;
+
+static saga_state_t saga_state(lab_t *lab)
+{
+    const char *inv = lab_services_find(&lab->services, "inventory")->db_path;
+    const char *pay = lab_services_find(&lab->services, "payments")->db_path;
+    const char *ord = lab_services_find(&lab->services, "orders")->db_path;
+    const char *notif = lab_services_find(&lab->services, "notifications")->db_path;
+    saga_state_t s = {
+        .available = db_int(inv, "SELECT coalesce(sum(available),0) FROM stock WHERE sku='book'"),
+        .reserved = db_int(inv, "SELECT coalesce(sum(reserved),0) FROM stock WHERE sku='book'"),
+        .balance_ann = db_int(pay, "SELECT coalesce(sum(balance),0) FROM accounts WHERE customer='ann'"),
+        .balance_bob = db_int(pay, "SELECT coalesce(sum(balance),0) FROM accounts WHERE customer='bob'"),
+        .charged = db_int(pay, "SELECT coalesce(sum(charged),0) FROM accounts"),
+        .orders_confirmed = db_int(ord, "SELECT count(*) FROM orders WHERE status='confirmed'"),
+        .orders_cancelled = db_int(ord, "SELECT count(*) FROM orders WHERE status='cancelled'"),
+        .notifications = db_int(notif, "SELECT count(*) FROM notifications"),
+    };
+    return s;
+}
+
+static void print_state(const char *when, const saga_state_t *s)
+{
+    printf("  %-7s stock book: available %lld, reserved %lld | ann %lld, bob %lld, charged %lld | "
+           "orders confirmed %lld, cancelled %lld | notifications %lld\n",
+           when, (long long)s->available, (long long)s->reserved, (long long)s->balance_ann,
+           (long long)s->balance_bob, (long long)s->charged, (long long)s->orders_confirmed,
+           (long long)s->orders_cancelled, (long long)s->notifications);
+}
+
+static natomic_status_t create_order(lab_t *lab, const char *customer, int64_t qty, int64_t amount,
+                                     natomic_call_info_t *info)
+{
+    Orders__CreateOrderRequest req = ORDERS__CREATE_ORDER_REQUEST__INIT;
+    req.customer = (char *)customer;
+    req.sku = "book";
+    req.qty = qty;
+    req.amount = amount;
+    return call(lab, "orders.create_order", &req.base, &orders__order_reply__descriptor, NULL, info, true);
+}
+
+/* Waits until the notifications db holds n rows (bounded), for the event to land. */
+static void wait_notifications(lab_t *lab, int64_t n)
+{
+    const char *notif = lab_services_find(&lab->services, "notifications")->db_path;
+    for (int i = 0; i < 50 && db_int(notif, "SELECT count(*) FROM notifications") < n; i++)
+        usleep(20 * 1000);
+}
+
+static void demo_saga(lab_t *lab)
+{
+    printf("\nPart 2 - the order saga: orders -> inventory.reserve, payments.charge;\n"
+           "         each step's compensation (release, refund) is registered before the step.\n");
+    Inventory__RestockRequest restock = INVENTORY__RESTOCK_REQUEST__INIT;
+    restock.sku = "book";
+    restock.qty = 5;
+    Payments__DepositRequest dep = PAYMENTS__DEPOSIT_REQUEST__INIT;
+    printf("\nSeed data:\n");
+    call(lab, "inventory.restock", &restock.base, &inventory__stock_reply__descriptor, NULL, NULL, true);
+    dep.customer = "ann";
+    dep.amount = 5000;
+    call(lab, "payments.deposit", &dep.base, &payments__balance_reply__descriptor, NULL, NULL, true);
+    dep.customer = "bob";
+    dep.amount = 100;
+    call(lab, "payments.deposit", &dep.base, &payments__balance_reply__descriptor, NULL, NULL, true);
+
+    natsSubscription *events = NULL;
+    natsConnection_SubscribeSync(&events, lab->nc, "events.orders.>");
+    natsConnection_Flush(lab->nc);
+
+    saga_state_t before = saga_state(lab), after;
+    natomic_call_info_t info;
+
+    printf("\nA. A confirmed order: reserved, charged, confirmed; order_created leaves once.\n");
+    print_state("before", &before);
+    natomic_status_t st = create_order(lab, "ann", 2, 3000, &info);
+    int ev = drain_events(events, 300, "event");
+    wait_notifications(lab, before.notifications + 1);
+    after = saga_state(lab);
+    print_state("after", &after);
+    expect(st == NATOMIC_OK && ev == 1 && after.available == before.available - 2 && after.reserved == 2 &&
+               after.balance_ann == before.balance_ann - 3000 && after.notifications == before.notifications + 1,
+           "the confirmed order moved stock and money once and notified once");
+
+    printf("\nB. A declined payment: bob has 100; the reservation is released, nothing is charged.\n");
+    before = after;
+    print_state("before", &before);
+    st = create_order(lab, "bob", 1, 1500, &info);
+    ev = drain_events(events, 300, "event");
+    after = saga_state(lab);
+    print_state("after", &after);
+    expect(st == NATOMIC_EBUSINESS && strcmp(info.type, "PaymentDeclined") == 0 &&
+               info.rollback == NATOMIC_OUTCOME_COMPLETE && ev == 0 && after.available == before.available &&
+               after.reserved == before.reserved && after.balance_bob == before.balance_bob &&
+               after.orders_cancelled == before.orders_cancelled + 1,
+           "the declined order left stock and money as they were, and sent no event");
+
+    printf("\nC. Out of stock: 10 books wanted, 3 left; no charge is even attempted.\n");
+    before = after;
+    print_state("before", &before);
+    st = create_order(lab, "ann", 10, 100, &info);
+    ev = drain_events(events, 300, "event");
+    after = saga_state(lab);
+    print_state("after", &after);
+    /* The error message names the order: "order ord-...: ...". */
+    char order_id[80] = "", sql[200];
+    sscanf(info.message, "order %79[^:]", order_id);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM natomic_barrier WHERE branch = '%s'", order_id);
+    int64_t touched = db_int(lab_services_find(&lab->services, "payments")->db_path, sql);
+    printf("  payments' barrier rows for %s: %lld (payments never heard of it)\n", order_id, (long long)touched);
+    expect(st == NATOMIC_EBUSINESS && strcmp(info.type, "OutOfStock") == 0 && ev == 0 &&
+               after.available == before.available && after.balance_ann == before.balance_ann &&
+               after.orders_cancelled == before.orders_cancelled + 1 && touched == 0,
+           "the out-of-stock order changed nothing, charged nothing and sent no event");
+    natsSubscription_Destroy(events);
+}
+
+/* Prints the log lines that tell the stories: rollbacks, barrier outcomes, dead letters. */
+static void print_service_logs(lab_t *lab)
+{
+    printf("\nWhat the services logged (rollbacks, compensations, barrier outcomes, dead letters):\n");
+    for (int i = 0; i < lab->services.count; i++) {
+        FILE *f = fopen(lab->services.svc[i].proc.log_path, "r");
+        char line[512];
+        while (f != NULL && fgets(line, sizeof line, f) != NULL)
+            if (strstr(line, "rolled back") || strstr(line, "barrier") || strstr(line, "DEAD LETTER") ||
+                strstr(line, "compensating") || strstr(line, "cancelled"))
+                printf("  %-13s| %s", lab->services.svc[i].name, line);
+        if (f != NULL)
+            fclose(f);
     }
-    return -1;
 }
 
 static int demo(bool keep)
 {
-    embedded_nats_t ns;
     if (keep)
         setenv("NATOMIC_KEEP", "1", 1);
-    printf("nats-atomicity demo: the seed's two examples, in C, over a real NATS\n\n");
-    if (embedded_nats_start(&ns) != 0)
+    printf("nats-atomicity demo: rollback and dispatch commands over a real NATS\n\n");
+    lab_t lab;
+    if (lab_up(&lab) != 0)
         return 1;
-    printf("* nats-server on %s (JetStream in %s)\n", ns.url, ns.dir);
+    printf("* nats-server on %s (JetStream in %s)\n", lab.nats.url, lab.nats.dir);
+    printf("* services up:");
+    for (int i = 0; i < lab.services.count; i++)
+        printf(" %s", lab.services.svc[i].name);
+    printf(" (logs and databases in %s)\n", lab.nats.dir);
 
-    char bin[1024], db[400], log[400];
-    if (lab_sibling_path(bin, sizeof bin, "../services/conversions/conversions") != 0) {
-        embedded_nats_stop(&ns);
-        return 1;
-    }
-    snprintf(db, sizeof db, "%s/conversions.db", ns.dir);
-    snprintf(log, sizeof log, "%s/conversions.log", ns.dir);
-    char *argv[] = {bin, "--nats", ns.url, "--db", db, NULL};
-    lab_process_t svc;
-    int rc = 1;
-    natsConnection *nc = NULL;
-    natsSubscription *events = NULL;
-    if (lab_process_start(&svc, argv, log, NULL) != 0)
-        goto out;
-    printf("* conversions service started (log: %s)\n", log);
-    if (natomic_connect(&nc, ns.url, NULL) != NATOMIC_OK || wait_for_service(nc, true) != 0) {
-        fprintf(stderr, "demo: the conversions service did not come up; see %s\n", log);
-        goto out;
-    }
-    natsConnection_SubscribeSync(&events, nc, "events.conversions.>");
-    natsConnection_Flush(nc);
+    demo_conversions(&lab);
+    demo_saga(&lab);
+    lab_services_stop(&lab.services); /* flushes the logs */
+    print_service_logs(&lab);
 
-    printf("\n1. A successful call: saved, no rollback, the event leaves after commit.\n");
-    call(nc, 10);
-    printf("  history rows: %lld\n", (long long)count_rows(db));
-    int n1 = print_events(events);
-
-    printf("\n2. A failing call: the handler saves, then fails with InvalidLength;\n"
-           "   the rollback deletes the row and no event leaves.\n");
-    call(nc, -3);
-    printf("  history rows: %lld (the failed call's row was rolled back)\n", (long long)count_rows(db));
-    int n2 = print_events(events);
-    if (n2 == 0)
-        printf("  no event (as promised: dispatch only after success)\n");
-
-    printf("\n3. What the service said in its log:\n");
-    lab_process_stop(&svc, SIGTERM, 5000);
-    FILE *f = fopen(log, "r");
-    char line[512];
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        printf("  | %s", line);
-    if (f != NULL)
-        fclose(f);
-
-    bool ok = n1 == 1 && n2 == 0 && count_rows(db) == 1;
-    printf("\nSummary: %s (events: %d after success, %d after failure; history rows: %lld)\n",
-           ok ? "as promised" : "NOT AS PROMISED", n1, n2, (long long)count_rows(db));
-    rc = ok ? 0 : 1;
-out:
-    natsSubscription_Destroy(events);
-    natsConnection_Destroy(nc);
-    lab_process_stop(&svc, SIGTERM, 5000);
-    embedded_nats_stop(&ns);
+    printf("\nSummary: %s\n", failures == 0 ? "every promise held" : "SOME PROMISES WERE BROKEN (see !! above)");
     if (keep)
-        printf("kept: %s\n", ns.dir);
+        printf("kept: %s\n", lab.nats.dir);
+    lab_down(&lab);
     nats_Close();
+    return failures == 0 ? 0 : 1;
+}
+
+/* ---- with -------------------------------------------------------------- */
+
+/* execv needs a path: looks cmd up on PATH; 0 or -1. */
+static int find_on_path(char *out, size_t cap, const char *cmd)
+{
+    if (strchr(cmd, '/') != NULL) {
+        snprintf(out, cap, "%s", cmd);
+        return 0;
+    }
+    const char *p = getenv("PATH");
+    char *dirs = strdup(p != NULL ? p : "/usr/bin:/bin"), *save = NULL;
+    int rc = -1;
+    for (char *d = strtok_r(dirs, ":", &save); d != NULL && rc != 0; d = strtok_r(NULL, ":", &save)) {
+        snprintf(out, cap, "%s/%s", d, cmd);
+        if (access(out, X_OK) == 0)
+            rc = 0;
+    }
+    free(dirs);
     return rc;
 }
 
-/* Starts NATS and conversions, runs argv with NATS_URL set, returns its exit status. */
+/* Starts NATS and the services, runs cmd with NATS_URL set, returns its exit status. */
 static int with_services(char **cmd)
 {
-    embedded_nats_t ns;
-    if (embedded_nats_start(&ns) != 0)
-        return 1;
-    char bin[1024], db[400], log[400];
-    snprintf(db, sizeof db, "%s/conversions.db", ns.dir);
-    snprintf(log, sizeof log, "%s/conversions.log", ns.dir);
-    lab_process_t svc = {0}, child = {0};
-    natsConnection *nc = NULL;
-    int rc = 1;
-    if (lab_sibling_path(bin, sizeof bin, "../services/conversions/conversions") != 0)
-        goto out;
-    char *argv[] = {bin, "--nats", ns.url, "--db", db, NULL};
-    if (lab_process_start(&svc, argv, log, NULL) != 0)
-        goto out;
-    if (natomic_connect(&nc, ns.url, NULL) != NATOMIC_OK || wait_for_service(nc, false) != 0) {
-        fprintf(stderr, "natomic-lab: the conversions service did not come up; see %s\n", log);
-        goto out;
-    }
-    char url_env[128], db_env[450];
-    snprintf(url_env, sizeof url_env, "NATS_URL=%s", ns.url);
-    snprintf(db_env, sizeof db_env, "NATOMIC_CONVERSIONS_DB=%s", db);
-    char *env[] = {url_env, db_env, NULL};
     char path[1024];
-    if (strchr(cmd[0], '/') == NULL) {
-        /* execv needs a path: look the command up on PATH. */
-        const char *p = getenv("PATH");
-        char *dirs = strdup(p != NULL ? p : "/usr/bin:/bin"), *save = NULL;
-        path[0] = '\0';
-        for (char *d = strtok_r(dirs, ":", &save); d != NULL; d = strtok_r(NULL, ":", &save)) {
-            snprintf(path, sizeof path, "%s/%s", d, cmd[0]);
-            if (access(path, X_OK) == 0)
-                break;
-            path[0] = '\0';
-        }
-        free(dirs);
-        if (path[0] == '\0') {
-            fprintf(stderr, "natomic-lab: %s: command not found\n", cmd[0]);
-            rc = 127;
-            goto out;
-        }
-        cmd[0] = path;
+    if (find_on_path(path, sizeof path, cmd[0]) != 0) {
+        fprintf(stderr, "natomic-lab: %s: command not found\n", cmd[0]);
+        return 127;
     }
-    if (lab_process_start(&child, cmd, NULL, env) != 0)
-        goto out;
-    int status = lab_process_stop(&child, 0, 10 * 60 * 1000); /* signal 0: just wait, bounded */
-    rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-out:
-    natsConnection_Destroy(nc);
-    lab_process_stop(&child, SIGTERM, 2000);
-    lab_process_stop(&svc, SIGTERM, 5000);
-    embedded_nats_stop(&ns);
+    cmd[0] = path;
+    lab_t lab;
+    if (lab_up(&lab) != 0)
+        return 1;
+    char env_text[1 + LAB_SERVICE_COUNT][600];
+    char *env[2 + LAB_SERVICE_COUNT] = {NULL};
+    snprintf(env_text[0], sizeof env_text[0], "NATS_URL=%s", lab.nats.url);
+    env[0] = env_text[0];
+    for (int i = 0; i < lab.services.count; i++) {
+        char upper[32];
+        snprintf(upper, sizeof upper, "%s", lab.services.svc[i].name);
+        for (char *c = upper; *c; c++)
+            *c = (char)(*c - 'a' + 'A');
+        snprintf(env_text[i + 1], sizeof env_text[i + 1], "NATOMIC_%s_DB=%s", upper, lab.services.svc[i].db_path);
+        env[i + 1] = env_text[i + 1];
+    }
+    lab_process_t child;
+    int rc = 1;
+    if (lab_process_start(&child, cmd, NULL, env) == 0) {
+        int status = lab_process_stop(&child, 0, 10 * 60 * 1000); /* signal 0: just wait, bounded */
+        rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    }
+    lab_down(&lab);
     nats_Close();
     return rc;
 }

@@ -177,7 +177,9 @@ NATOMIC_API natomic_status_t natomic_barrier_run(natomic_barrier_outcome_t *outc
         return st;
     if (ctx->svc != NULL)
         atomic_fetch_add(&ctx->svc->barrier[out], 1);
-    natomic__log(out == NATOMIC_BARRIER_EXECUTED ? NATOMIC_LOG_DEBUG : NATOMIC_LOG_INFO, ctx->service_name,
+    /* Every outcome but a plain executed action is worth a line at info. */
+    bool routine = out == NATOMIC_BARRIER_EXECUTED && op == NATOMIC_BARRIER_ACTION;
+    natomic__log(routine ? NATOMIC_LOG_DEBUG : NATOMIC_LOG_INFO, ctx->service_name,
                  "barrier: %s %s of branch %s (tx %s): %s", ctx->method_name, op_name, branch, ctx->tx,
                  natomic_barrier_outcome_name(out));
     *outcome = out;
