@@ -85,8 +85,8 @@ await check("malformed payload: 400 MalformedPayload", async () => {
 });
 
 const json = async (subject) => JSON.parse(new TextDecoder().decode((await request(subject, new Uint8Array())).data));
-await check("$SRV.PING answers an ADR-32 ping_response", async () => {
-  const d = await json("$SRV.PING");
+await check("$SRV.PING.conversions answers an ADR-32 ping_response", async () => {
+  const d = await json("$SRV.PING.conversions");
   assert.equal(d.type, "io.nats.micro.v1.ping_response");
   assert.equal(d.name, "conversions");
   assert.ok(d.id && d.version);
