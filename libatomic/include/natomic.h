@@ -458,6 +458,60 @@ typedef struct natomic_service_stats {
 
 NATOMIC_API natomic_status_t natomic_service_get_stats(natomic_service_stats_t *out, const natomic_service_t *svc);
 
+/* ------------------------------------------------------------------ */
+/* Fault points (DESIGN 3.9)                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * What an enabled fault point asks for. CRASH, DELAY and PAUSE are carried
+ * out inside natomic_fault_check() (SIGKILL of the own process; a sleep;
+ * holding until the point is disabled or 60 s passed); the caller acts on
+ * ERROR, DROP and DUPLICATE, which mean different things at each point
+ * (docs/fault-points.md).
+ */
+typedef enum natomic_fault {
+    NATOMIC_FAULT_NONE = 0,
+    NATOMIC_FAULT_ERROR = 1,
+    NATOMIC_FAULT_CRASH = 2,
+    NATOMIC_FAULT_DROP = 3,
+    NATOMIC_FAULT_DUPLICATE = 4,
+    NATOMIC_FAULT_PAUSE = 5,
+    NATOMIC_FAULT_DELAY = 1000 /* libfiu failnum 1000+N: delay N ms */
+} natomic_fault_t;
+
+/*
+ * Checks the named point (libfiu's fiu_fail). Returns NONE when it is not
+ * enabled -- the cheap, common case -- and after a delay or a pause.
+ * Points are enabled by NATOMIC_FAULTS at start (see natomic_faults_setup)
+ * or at run time with fiu-ctrl, failnum = the action's number above.
+ */
+NATOMIC_API natomic_fault_t natomic_fault_check(const char *point);
+
+/*
+ * Sets up fault injection once per process (natomic_service_start calls
+ * it): libfiu, its remote control on $TMPDIR/fiu-ctrl-<pid> (what fiu-ctrl
+ * speaks), and the points listed in $NATOMIC_FAULTS, e.g.
+ *   NATOMIC_FAULTS="natomic/before_reply=drop@1;inventory/reserve/before_commit=delay:200%0.5"
+ * point=action[:ms][@times][%probability], ';'-separated; times defaults to
+ * always; probability draws from $NATOMIC_FAULT_SEED (default 1).
+ * NATOMIC_EINVAL (with a log line naming the entry) for a bad list: no
+ * point of that list is enabled then.
+ */
+NATOMIC_API natomic_status_t natomic_faults_setup(void);
+
+/* Parses one NATOMIC_FAULTS list without enabling anything (for tools and tests). */
+NATOMIC_API natomic_status_t natomic_faults_validate(const char *spec, char *err, size_t errcap);
+
+/*
+ * NATOMIC_FAULT(point): the check, or NATOMIC_FAULT_NONE at no cost when
+ * built without fault points (meson -Dfault_points=disabled).
+ */
+#ifdef NATOMIC_NO_FAULT_POINTS
+#define NATOMIC_FAULT(point) NATOMIC_FAULT_NONE
+#else
+#define NATOMIC_FAULT(point) natomic_fault_check(point)
+#endif
+
 #ifdef __cplusplus
 }
 #endif

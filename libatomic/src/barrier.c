@@ -165,6 +165,8 @@ NATOMIC_API natomic_status_t natomic_barrier_run(natomic_barrier_outcome_t *outc
     } else if (out == NATOMIC_BARRIER_EXECUTED) {
         st = body(db, arg);
     }
+    if (st == NATOMIC_OK && NATOMIC_FAULT("natomic/barrier_before_commit") == NATOMIC_FAULT_ERROR)
+        st = natomic_fail(ctx, NATOMIC_ETRANSIENT, "InjectedFault", "fault point natomic/barrier_before_commit");
     if (st == NATOMIC_OK && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         natomic__log(NATOMIC_LOG_ERROR, ctx->service_name, "barrier: COMMIT failed: %s", sqlite3_errmsg(db));
         st = NATOMIC_ETRANSIENT;
@@ -175,6 +177,9 @@ NATOMIC_API natomic_status_t natomic_barrier_run(natomic_barrier_outcome_t *outc
 
     if (st != NATOMIC_OK)
         return st;
+    /* Committed, not yet answered: a crash here is the classic in-doubt participant. */
+    if (NATOMIC_FAULT("natomic/barrier_after_commit") == NATOMIC_FAULT_ERROR)
+        return natomic_fail(ctx, NATOMIC_ETRANSIENT, "InjectedFault", "fault point natomic/barrier_after_commit");
     if (ctx->svc != NULL)
         atomic_fetch_add(&ctx->svc->barrier[out], 1);
     /* Every outcome but a plain executed action is worth a line at info. */

@@ -98,6 +98,29 @@ void natomic__cmdlist_free(natomic_cmdlist_t *list)
     list->cap = 0;
 }
 
+/*
+ * One attempt, between the fault points natomic/before_<kind> and
+ * natomic/after_<kind>: before, ERROR fails the attempt unrun, DROP skips
+ * the command as if it succeeded (a lost command), DUPLICATE runs it
+ * twice; after, ERROR fails an attempt that did run (so a retry repeats it).
+ */
+static natomic_status_t run_attempt(natomic_command_t *cmd, natomic_ctx_t *ctx, const char *list_kind)
+{
+    bool rollback = strcmp(list_kind, "rollback") == 0;
+    natomic_fault_t f = NATOMIC_FAULT(rollback ? "natomic/before_rollback" : "natomic/before_dispatch");
+    if (f == NATOMIC_FAULT_ERROR)
+        return NATOMIC_ETRANSIENT;
+    if (f == NATOMIC_FAULT_DROP)
+        return NATOMIC_OK;
+    natomic_status_t st = cmd->fn(ctx, cmd->arg);
+    if (f == NATOMIC_FAULT_DUPLICATE && st == NATOMIC_OK)
+        st = cmd->fn(ctx, cmd->arg);
+    if (st == NATOMIC_OK &&
+        NATOMIC_FAULT(rollback ? "natomic/after_rollback" : "natomic/after_dispatch") == NATOMIC_FAULT_ERROR)
+        return NATOMIC_ETRANSIENT;
+    return st;
+}
+
 /* Runs one command with retries; true when an attempt succeeded. */
 static bool run_one(natomic_command_t *cmd, natomic_ctx_t *ctx, const char *list_kind,
                     const natomic_retry_policy_t *policy, natomic_exhausted_fn on_exhausted, void *user,
@@ -109,7 +132,7 @@ static bool run_one(natomic_command_t *cmd, natomic_ctx_t *ctx, const char *list
             report->retries++;
             natomic__sleep_ms(natomic__backoff_ms(policy, attempt - 1));
         }
-        st = cmd->fn(ctx, cmd->arg);
+        st = run_attempt(cmd, ctx, list_kind);
         if (st == NATOMIC_OK)
             return true;
         natomic__log(NATOMIC_LOG_WARN, ctx ? ctx->service_name : NULL, "%s command '%s' failed (attempt %d/%d): %s",

@@ -54,8 +54,13 @@ static natomic_status_t publish_event(natomic_ctx_t *ctx, void *arg)
         s = natsMsgHeader_Set(m, NATOMIC_HDR_EVENT_TYPE, e->type);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, "Nats-Msg-Id", e->event_id);
-    if (s == NATS_OK)
+    natomic_fault_t f = NATOMIC_FAULT("natomic/event_publish");
+    if (s == NATS_OK && f == NATOMIC_FAULT_ERROR)
+        s = NATS_CONNECTION_CLOSED;
+    if (s == NATS_OK && f != NATOMIC_FAULT_DROP) /* DROP: lost on the way, reported sent */
         s = natsConnection_PublishMsg(ctx->nc, m);
+    if (s == NATS_OK && f == NATOMIC_FAULT_DUPLICATE)
+        s = natsConnection_PublishMsg(ctx->nc, m); /* same event id: consumers must dedupe */
     natsMsg_Destroy(m);
     return s == NATS_OK ? NATOMIC_OK : NATOMIC_ENATS;
 }

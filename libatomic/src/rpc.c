@@ -144,9 +144,28 @@ natomic_status_t natomic__request_bytes(natsMsg **reply_out, natsConnection *nc,
     if (s == NATS_OK)
         s = set_call_headers(m, ctx, timeout_ms);
     natsMsg *reply = NULL;
+    natomic_fault_t f = NATOMIC_FAULT("natomic/client_send");
+    if (s == NATS_OK && f == NATOMIC_FAULT_ERROR)
+        s = NATS_CONNECTION_CLOSED;
+    if (s == NATS_OK && f == NATOMIC_FAULT_DROP) {
+        /* The request is lost on the way: the caller waits its timeout out. */
+        natomic__sleep_ms(timeout_ms);
+        s = NATS_TIMEOUT;
+    }
+    if (s == NATS_OK && f == NATOMIC_FAULT_DUPLICATE)
+        s = natsConnection_Publish(nc, subject, data, (int)len); /* a copy nobody waits for */
     if (s == NATS_OK)
         s = natsConnection_RequestMsg(&reply, nc, m, timeout_ms);
     natsMsg_Destroy(m);
+    if (s == NATS_OK) {
+        f = NATOMIC_FAULT("natomic/client_receive");
+        if (f == NATOMIC_FAULT_DROP || f == NATOMIC_FAULT_ERROR) {
+            /* The reply is lost: the callee did its work, the caller cannot know. */
+            natsMsg_Destroy(reply);
+            reply = NULL;
+            s = f == NATOMIC_FAULT_DROP ? NATS_TIMEOUT : NATS_CONNECTION_CLOSED;
+        }
+    }
     switch (s) {
     case NATS_OK:
         *reply_out = reply;

@@ -213,6 +213,15 @@ static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t
     const char *reply_to = natsMsg_GetReply(req);
     if (reply_to == NULL || *reply_to == '\0')
         return;
+    natomic_fault_t f = NATOMIC_FAULT("natomic/before_reply");
+    if (f == NATOMIC_FAULT_DROP)
+        return; /* the caller times out: the outcome is in doubt for it */
+    if (f == NATOMIC_FAULT_ERROR && kind == NATOMIC_OK) {
+        /* A failure reply for work that was done: what a caller cannot tell from a real one. */
+        kind = NATOMIC_ETRANSIENT;
+        type = "InjectedFault";
+        message = "fault point natomic/before_reply";
+    }
     char *body = NULL;
     if (kind != NATOMIC_OK) {
         /* A readable body for tools that print payloads; clients read the headers. */
@@ -243,6 +252,8 @@ static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t
             s = natsMsgHeader_Set(m, NATOMIC_HDR_ERROR_TYPE, safe_type);
     }
     if (s == NATS_OK)
+        s = natsConnection_PublishMsg(svc->nc, m);
+    if (s == NATS_OK && f == NATOMIC_FAULT_DUPLICATE)
         s = natsConnection_PublishMsg(svc->nc, m);
     if (s != NATS_OK)
         natomic__log(NATOMIC_LOG_ERROR, svc->name, "could not send the reply to %s: %s", reply_to,
@@ -293,8 +304,8 @@ static natomic_outcome_t run_list(natomic_service_t *svc, natomic_ctx_t *ctx, bo
     return out;
 }
 
-/* One call, start to end, on the calling worker thread. */
-static void handle_call(natomic_service_t *svc, natsMsg *msg)
+/* One call, start to end, on the calling worker thread. `injected`: fail it before the handler. */
+static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
 {
     const char *subject = natsMsg_GetSubject(msg);
     const char *name = subject + strlen(svc->name) + 1; /* the subscription guarantees "<name>." */
@@ -378,7 +389,11 @@ static void handle_call(natomic_service_t *svc, natsMsg *msg)
         goto done;
     }
 
-    natomic_status_t st = m->handler(&ctx, request, reply, m->closure);
+    natomic_status_t st = injected ? natomic_fail(&ctx, NATOMIC_ETRANSIENT, "InjectedFault",
+                                                  "fault point natomic/before_handler")
+                                   : m->handler(&ctx, request, reply, m->closure);
+    if (st == NATOMIC_OK && NATOMIC_FAULT("natomic/after_handler") == NATOMIC_FAULT_ERROR)
+        st = natomic_fail(&ctx, NATOMIC_ETRANSIENT, "InjectedFault", "fault point natomic/after_handler");
     if (st == NATOMIC_OK) {
         size_t len = 0;
         uint8_t *data = natomic__pack(reply, &len);
@@ -447,11 +462,18 @@ static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     ProtobufCMessage *event = protobuf_c_message_unpack(es->desc, NULL, (size_t)natsMsg_GetDataLength(msg),
                                                         (const uint8_t *)natsMsg_GetData(msg));
     natomic_status_t st = NATOMIC_EBADINPUT;
+    natomic_fault_t f = event != NULL ? NATOMIC_FAULT("natomic/before_event_handler") : NATOMIC_FAULT_NONE;
     if (event == NULL)
         natomic__log(NATOMIC_LOG_WARN, svc->name, "event on %s is not a valid %s: dropped", es->subject,
                      es->desc->name);
+    else if (f == NATOMIC_FAULT_ERROR)
+        st = natomic_fail(&ctx, NATOMIC_ETRANSIENT, "InjectedFault", "fault point natomic/before_event_handler");
+    else if (f == NATOMIC_FAULT_DROP)
+        st = NATOMIC_OK; /* lost before the handler saw it */
     else
         st = es->handler(&ctx, event, es->closure);
+    if (f == NATOMIC_FAULT_DUPLICATE && st == NATOMIC_OK)
+        st = es->handler(&ctx, event, es->closure); /* a redelivery: the handler must dedupe */
     if (st == NATOMIC_OK) {
         atomic_fetch_add(&svc->events_handled, 1);
     } else {
@@ -480,7 +502,11 @@ static void *worker_main(void *arg)
         }
         if (s != NATS_OK)
             break; /* drained, closed, or the connection is gone */
-        handle_call(svc, msg);
+        natomic_fault_t f = NATOMIC_FAULT("natomic/before_handler");
+        if (f != NATOMIC_FAULT_DROP)
+            handle_call(svc, msg, f == NATOMIC_FAULT_ERROR);
+        if (f == NATOMIC_FAULT_DUPLICATE)
+            handle_call(svc, msg, false); /* a redelivery: same request, handled again */
         natsMsg_Destroy(msg);
     }
     return NULL;
@@ -504,6 +530,10 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
     if (svc->started) {
         pthread_mutex_unlock(&svc->mu);
         return NATOMIC_ESTATE;
+    }
+    if (natomic_faults_setup() != NATOMIC_OK) {
+        pthread_mutex_unlock(&svc->mu);
+        return NATOMIC_EINVAL; /* a bad NATOMIC_FAULTS: refuse to run a different experiment */
     }
     char subject[160];
     snprintf(subject, sizeof subject, "%s.>", svc->name);

@@ -186,6 +186,9 @@ static natomic_status_t create_order(natomic_ctx_t *ctx, const ProtobufCMessage 
     if (st != NATOMIC_OK)
         return fail_step(ctx, order_id, "inventory.reserve", st, &info);
     protobuf_c_message_free_unpacked(answer, NULL);
+    /* Between the steps: where an orchestrator crash hurts memory mode most. */
+    if (NATOMIC_FAULT("orders/create_order/after_reserve") == NATOMIC_FAULT_ERROR)
+        return natomic_fail(ctx, NATOMIC_ETRANSIENT, "InjectedFault", "order %s: fault after reserve", order_id);
 
     /* 4. Charge the customer; refund if anything later fails. */
     Payments__ChargeRequest charge = PAYMENTS__CHARGE_REQUEST__INIT;
@@ -201,6 +204,8 @@ static natomic_status_t create_order(natomic_ctx_t *ctx, const ProtobufCMessage 
     if (st != NATOMIC_OK)
         return fail_step(ctx, order_id, "payments.charge", st, &info);
     protobuf_c_message_free_unpacked(answer, NULL);
+    if (NATOMIC_FAULT("orders/create_order/after_charge") == NATOMIC_FAULT_ERROR)
+        return natomic_fail(ctx, NATOMIC_ETRANSIENT, "InjectedFault", "order %s: fault after charge", order_id);
 
     /* 5. Confirm: the local commit the event waits for. */
     rc = orders_store_set_status(db, order_id, "confirmed", "pending", err, sizeof err);
