@@ -105,6 +105,8 @@ NATOMIC_API natomic_status_t natomic_error_kind(int code);
 #define NATOMIC_HDR_CALL_ID     "Natomic-Call-Id"     /* the sender's call id     */
 #define NATOMIC_HDR_CALL_CHAIN  "Natomic-Call-Chain"  /* ancestors, comma list    */
 #define NATOMIC_HDR_DEADLINE_MS "Natomic-Deadline-Ms" /* remaining budget, ms     */
+#define NATOMIC_HDR_CALLER      "Natomic-Caller"      /* calling service's name   */
+#define NATOMIC_HDR_PHASE       "Natomic-Phase"       /* rollback|dispatch: a call made by a command */
 #define NATOMIC_HDR_ROLLBACK    "Natomic-Rollback"    /* complete|incomplete|none */
 #define NATOMIC_HDR_DISPATCH    "Natomic-Dispatch"    /* complete|incomplete|none */
 #define NATOMIC_HDR_ERROR_TYPE  "Natomic-Error-Type"  /* e.g. "PaymentDeclined"   */
@@ -328,7 +330,9 @@ NATOMIC_API natomic_status_t natomic_barrier_init(struct sqlite3 *db);
  *   - an action arriving after its compensation is refused.
  * Returns NATOMIC_OK with *outcome set, or the body's failure (the whole
  * transaction, barrier row included, is rolled back, *outcome unset), or
- * NATOMIC_ETRANSIENT when SQLite fails. Outcomes are logged and counted in
+ * NATOMIC_ETRANSIENT when SQLite fails. On every failure the call's error
+ * is already recorded (the body's natomic_fail, or "StorageError" /
+ * "InjectedFault" from the barrier): the handler just returns the status. Outcomes are logged and counted in
  * the service's stats. The body must not call other services.
  */
 NATOMIC_API natomic_status_t natomic_barrier_run(natomic_barrier_outcome_t *outcome, natomic_ctx_t *ctx,

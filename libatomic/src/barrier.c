@@ -156,12 +156,13 @@ NATOMIC_API natomic_status_t natomic_barrier_run(natomic_barrier_outcome_t *outc
     natomic_barrier_outcome_t out = NATOMIC_BARRIER_EXECUTED;
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         natomic__log(NATOMIC_LOG_ERROR, ctx->service_name, "barrier: BEGIN failed: %s", sqlite3_errmsg(db));
+        st = natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "barrier: BEGIN failed: %s", sqlite3_errmsg(db));
         sqlite3_mutex_leave(mu);
-        return NATOMIC_ETRANSIENT;
+        return st;
     }
     if (decide(db, ctx->tx, branch, op, &out) != 0) {
         natomic__log(NATOMIC_LOG_ERROR, ctx->service_name, "barrier: %s", sqlite3_errmsg(db));
-        st = NATOMIC_ETRANSIENT;
+        st = natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "barrier: %s", sqlite3_errmsg(db));
     } else if (out == NATOMIC_BARRIER_EXECUTED) {
         st = body(db, arg);
     }
@@ -169,7 +170,7 @@ NATOMIC_API natomic_status_t natomic_barrier_run(natomic_barrier_outcome_t *outc
         st = natomic_fail(ctx, NATOMIC_ETRANSIENT, "InjectedFault", "fault point natomic/barrier_before_commit");
     if (st == NATOMIC_OK && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         natomic__log(NATOMIC_LOG_ERROR, ctx->service_name, "barrier: COMMIT failed: %s", sqlite3_errmsg(db));
-        st = NATOMIC_ETRANSIENT;
+        st = natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "barrier: COMMIT failed: %s", sqlite3_errmsg(db));
     }
     if (st != NATOMIC_OK)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);

@@ -17,7 +17,7 @@
  * Disabled points cost one fiu_fail() call; a build with
  * -Dfault_points=disabled compiles NATOMIC_FAULT() out entirely.
  * Pause holds the calling thread until the point is disabled (fiu-ctrl
- * disable, or the count runs out) or 60 s passed: every fault heals.
+ * disable) or 60 s passed: every fault heals.
  */
 #define FIU_ENABLE 1
 #include <fiu-control.h>

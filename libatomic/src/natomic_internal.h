@@ -97,6 +97,7 @@ struct natomic_ctx {
     natomic_call_info_t remote_error;
     natomic_arena_block_t *arena;
     bool commands_running;      /* registration is refused while lists run     */
+    const char *phase;          /* "rollback" or "dispatch" while a list runs   */
     char event_id[NATOMIC_ID_LEN + 1 + 32]; /* set for event handlers          */
 };
 

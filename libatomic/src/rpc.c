@@ -119,6 +119,11 @@ static natsStatus set_call_headers(natsMsg *m, natomic_ctx_t *ctx, int64_t timeo
     s = natsMsgHeader_Set(m, NATOMIC_HDR_TX, ctx->tx);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, NATOMIC_HDR_CALL_ID, ctx->call_id);
+    /* Who calls, and from which phase: what an outside observer (the lab) draws. */
+    if (s == NATS_OK && ctx->service_name[0] != '\0')
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_CALLER, ctx->service_name);
+    if (s == NATS_OK && ctx->phase != NULL)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_PHASE, ctx->phase);
     if (s == NATS_OK) {
         /* The chain is bounded: the oldest ancestors go first. */
         char chain[sizeof ctx->chain + NATOMIC_ID_LEN + 2];

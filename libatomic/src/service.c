@@ -294,10 +294,12 @@ static natomic_outcome_t run_list(natomic_service_t *svc, natomic_ctx_t *ctx, bo
 {
     natomic_run_report_t rep = {0};
     ctx->commands_running = true;
+    ctx->phase = rollback ? "rollback" : "dispatch";
     natomic_outcome_t out = natomic__cmdlist_run(rollback ? &ctx->rollbacks : &ctx->dispatches, ctx,
                                                  rollback ? "rollback" : "dispatch", rollback, &svc->retry,
                                                  natomic__dead_letter, NULL, &rep);
     ctx->commands_running = false;
+    ctx->phase = NULL;
     atomic_fetch_add(rollback ? &svc->rollbacks_run : &svc->dispatches_run, rep.succeeded);
     atomic_fetch_add(rollback ? &svc->rollbacks_exhausted : &svc->dispatches_exhausted, rep.exhausted);
     atomic_fetch_add(&svc->retries, rep.retries);

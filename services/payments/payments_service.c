@@ -41,22 +41,11 @@ typedef struct barrier_call {
     const char *customer;
     int64_t amount;
     int64_t result;    /* charge: balance after; refund: amount refunded */
-    bool body_failed;  /* the body called natomic_fail()                 */
 } barrier_call_t;
 
 static natomic_status_t storage_error(natomic_ctx_t *ctx, const char *what, int rc)
 {
     return natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "%s: %s", what, sqlite3_errstr(rc));
-}
-
-/* The call's failure when natomic_barrier_run() failed outside the body. */
-static natomic_status_t barrier_error(const barrier_call_t *call, natomic_status_t st)
-{
-    if (call->body_failed)
-        return st;
-    return natomic_fail(call->ctx, st == NATOMIC_ETRANSIENT ? NATOMIC_ETRANSIENT : NATOMIC_EINTERNAL,
-                        st == NATOMIC_ETRANSIENT ? "StorageError" : "InternalError", "barrier: %s",
-                        natomic_strerror(st));
 }
 
 /* Reply strings point at static storage or the request: both outlive the reply's packing. */
@@ -99,12 +88,10 @@ static natomic_status_t charge_body(sqlite3 *db, void *arg)
     int64_t balance = 0;
     int rc = payments_store_charge(db, call->order_id, call->customer, call->amount, natomic_ctx_tx(call->ctx),
                                    &result, &balance);
-    call->body_failed = true;
     if (rc != SQLITE_OK)
         return storage_error(call->ctx, "charge", rc);
     switch (result) {
     case PAYMENTS_CHARGED:
-        call->body_failed = false;
         call->result = balance;
         return NATOMIC_OK;
     case PAYMENTS_INSUFFICIENT:
@@ -135,12 +122,12 @@ static natomic_status_t charge(natomic_ctx_t *ctx, const ProtobufCMessage *reque
         return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "amount must be positive, got %" PRId64,
                             req->amount);
 
-    barrier_call_t call = {ctx, req->order_id, req->customer, req->amount, 0, false};
+    barrier_call_t call = {ctx, req->order_id, req->customer, req->amount, 0};
     natomic_barrier_outcome_t outcome;
     natomic_status_t st =
         natomic_barrier_run(&outcome, ctx, db, req->order_id, NATOMIC_BARRIER_ACTION, charge_body, &call);
     if (st != NATOMIC_OK)
-        return barrier_error(&call, st);
+        return st;
     if (outcome == NATOMIC_BARRIER_REFUSED_LATE)
         return natomic_fail(ctx, NATOMIC_EBUSINESS, "TransactionAborted",
                             "order %s was already refunded: late charge refused", req->order_id);
@@ -163,10 +150,8 @@ static natomic_status_t refund_body(sqlite3 *db, void *arg)
 {
     barrier_call_t *call = arg;
     int rc = payments_store_refund(db, call->order_id, natomic_ctx_tx(call->ctx), &call->result);
-    if (rc != SQLITE_OK) {
-        call->body_failed = true;
+    if (rc != SQLITE_OK)
         return storage_error(call->ctx, "refund", rc);
-    }
     return NATOMIC_OK;
 }
 
@@ -179,12 +164,12 @@ static natomic_status_t refund(natomic_ctx_t *ctx, const ProtobufCMessage *reque
 
     if (*req->order_id == '\0')
         return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "order_id must not be empty");
-    barrier_call_t call = {ctx, req->order_id, NULL, 0, 0, false};
+    barrier_call_t call = {ctx, req->order_id, NULL, 0, 0};
     natomic_barrier_outcome_t outcome;
     natomic_status_t st =
         natomic_barrier_run(&outcome, ctx, db, req->order_id, NATOMIC_BARRIER_COMPENSATION, refund_body, &call);
     if (st != NATOMIC_OK)
-        return barrier_error(&call, st);
+        return st;
     out->order_id = req->order_id;
     out->outcome = outcome_text(outcome);
     out->refunded = call.result; /* 0 unless the body ran and found a held charge */
