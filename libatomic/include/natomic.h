@@ -261,7 +261,9 @@ NATOMIC_API natomic_status_t natomic_request(ProtobufCMessage **reply, natsConne
 
 /*
  * The same from inside a handler or a command: propagates Natomic-Tx, the
- * call-id chain and the remaining deadline (the timeout), and remembers a
+ * call-id chain and the remaining deadline (the timeout: what is left, less
+ * a tenth of it up to 200 ms, kept to compensate and still answer the
+ * caller in time), and remembers a
  * remote failure so that a handler returning its status without calling
  * natomic_fail() replies with the remote error type and message.
  */
@@ -502,6 +504,16 @@ NATOMIC_API natomic_fault_t natomic_fault_check(const char *point);
  * point of that list is enabled then.
  */
 NATOMIC_API natomic_status_t natomic_faults_setup(void);
+
+/*
+ * Applies a list in the NATOMIC_FAULTS syntax now, at run time; the action
+ * `off` disables a point ("natomic/before_reply=off"). A new rule for a
+ * point replaces its old one. NATOMIC_EINVAL with `err` for a bad list
+ * (nothing applied). A service started with NATOMIC_FAULT_CONTROL=1 also
+ * applies lists sent as requests to "$NATOMIC.FAULTS.<service>" (every
+ * instance; the reply is "ok" or the error): the lab uses it.
+ */
+NATOMIC_API natomic_status_t natomic_faults_apply(const char *spec, char *err, size_t errcap);
 
 /* Parses one NATOMIC_FAULTS list without enabling anything (for tools and tests). */
 NATOMIC_API natomic_status_t natomic_faults_validate(const char *spec, char *err, size_t errcap);

@@ -97,6 +97,8 @@ static int parse_action(const char *s)
     for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
         if (strcmp(s, actions[i].name) == 0)
             return actions[i].failnum;
+    if (strcmp(s, "off") == 0)
+        return 0; /* natomic_faults_apply(): disable the point */
     if (strncmp(s, "delay:", 6) == 0) {
         char *end = NULL;
         long ms = strtol(s + 6, &end, 10);
@@ -150,8 +152,8 @@ static int parse_entry(const char *entry, fault_rule_t *r, char *err, size_t cap
     }
     r->failnum = parse_action(action);
     if (r->failnum < 0) {
-        snprintf(err, cap, "unknown action '%s' in '%s' (error, crash, delay:<ms>, drop, duplicate, pause)", action,
-                 entry);
+        snprintf(err, cap, "unknown action '%s' in '%s' (error, crash, delay:<ms>, drop, duplicate, pause, off)",
+                 action, entry);
         return -1;
     }
     return 0;
@@ -227,22 +229,52 @@ static void setup(void)
     if (spec == NULL || *spec == '\0')
         return;
     char err[256];
-    fault_rule_t parsed[MAX_RULES];
-    int n = parse_list(spec, parsed, MAX_RULES, err, sizeof err);
-    if (n < 0) {
+    if (natomic_faults_apply(spec, err, sizeof err) != NATOMIC_OK) {
         natomic__log(NATOMIC_LOG_ERROR, NULL, "NATOMIC_FAULTS: %s; no fault point enabled", err);
         setup_status = NATOMIC_EINVAL;
-        return;
     }
+}
+
+NATOMIC_API natomic_status_t natomic_faults_apply(const char *spec, char *err, size_t errcap)
+{
+    char local[256];
+    if (err == NULL) {
+        err = local;
+        errcap = sizeof local;
+    }
+    if (spec == NULL)
+        return NATOMIC_EINVAL;
+    fiu_init(0);
+    fault_rule_t parsed[MAX_RULES];
+    int n = parse_list(spec, parsed, MAX_RULES, err, errcap);
+    if (n < 0)
+        return NATOMIC_EINVAL;
     pthread_mutex_lock(&rules_mu);
-    memcpy(rules, parsed, (size_t)n * sizeof parsed[0]);
-    n_rules = n;
-    pthread_mutex_unlock(&rules_mu);
     for (int i = 0; i < n; i++) {
-        fiu_enable_external(rules[i].point, rules[i].failnum, NULL, 0, decide);
+        /* A point has one rule: a new one replaces the old, "off" removes it. */
+        for (int k = 0; k < n_rules; k++) {
+            if (strcmp(rules[k].point, parsed[i].point) == 0) {
+                rules[k] = rules[--n_rules];
+                break;
+            }
+        }
+        if (parsed[i].failnum == 0) {
+            fiu_disable(parsed[i].point);
+            natomic__log(NATOMIC_LOG_INFO, NULL, "fault point %s disabled", parsed[i].point);
+            continue;
+        }
+        if (n_rules == MAX_RULES) {
+            snprintf(err, errcap, "more than %d fault points", MAX_RULES);
+            pthread_mutex_unlock(&rules_mu);
+            return NATOMIC_EINVAL;
+        }
+        rules[n_rules++] = parsed[i];
+        fiu_enable_external(parsed[i].point, parsed[i].failnum, NULL, 0, decide);
         natomic__log(NATOMIC_LOG_INFO, NULL, "fault point %s enabled (failnum %d, times %ld, probability %g)",
-                     rules[i].point, rules[i].failnum, rules[i].remaining, rules[i].probability);
+                     parsed[i].point, parsed[i].failnum, parsed[i].remaining, parsed[i].probability);
     }
+    pthread_mutex_unlock(&rules_mu);
+    return NATOMIC_OK;
 }
 
 NATOMIC_API natomic_status_t natomic_faults_setup(void)

@@ -165,6 +165,7 @@ struct natomic_service {
     size_t n_methods;
     natsSubscription *sub;          /* "<name>.>" in queue group <name>      */
     natsSubscription *discovery[NATOMIC_DISCOVERY_SUBS];
+    natsSubscription *fault_control;  /* $NATOMIC.FAULTS.<name>, when enabled  */
     pthread_t *workers;
     int n_workers;
     pthread_mutex_t mu;             /* start/stop transitions                */

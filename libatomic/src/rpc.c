@@ -22,6 +22,7 @@
 
 #define DEFAULT_URL "nats://127.0.0.1:4222"
 #define DEFAULT_CALL_TIMEOUT_MS 30000
+#define DEADLINE_MARGIN_MAX_MS 200 /* kept back from a propagated deadline */
 
 NATOMIC_API const char *natomic_default_url(void)
 {
@@ -244,7 +245,14 @@ NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natom
 {
     if (ctx == NULL)
         return NATOMIC_EINVAL;
-    int64_t timeout = ctx->deadline_ms != 0 ? natomic_ctx_remaining_ms(ctx) : DEFAULT_CALL_TIMEOUT_MS;
+    int64_t timeout = DEFAULT_CALL_TIMEOUT_MS;
+    if (ctx->deadline_ms != 0) {
+        /* Stop waiting a little before our caller does, so there is time left to
+           compensate and still answer it (a Timeout reply, not silence). */
+        int64_t left = natomic_ctx_remaining_ms(ctx);
+        int64_t margin = left / 10 < DEADLINE_MARGIN_MAX_MS ? left / 10 : DEADLINE_MARGIN_MAX_MS;
+        timeout = left - margin;
+    }
     natomic_call_info_t got;
     memset(&got, 0, sizeof got);
     natomic_status_t st;

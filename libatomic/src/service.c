@@ -491,6 +491,27 @@ static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     (void)sub;
 }
 
+/* $NATOMIC.FAULTS.<name>: a fault list to apply now (NATOMIC_FAULT_CONTROL=1 only). */
+static void on_fault_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    natomic_service_t *svc = closure;
+    char spec[2048], err[256] = "";
+    int len = natsMsg_GetDataLength(msg);
+    if (len < 0 || (size_t)len >= sizeof spec) {
+        snprintf(err, sizeof err, "fault list longer than %zu bytes", sizeof spec - 1);
+    } else {
+        memcpy(spec, natsMsg_GetData(msg), (size_t)len);
+        spec[len] = '\0';
+        natomic__log(NATOMIC_LOG_INFO, svc->name, "fault control: %s", spec);
+        if (natomic_faults_apply(spec, err, sizeof err) == NATOMIC_OK)
+            snprintf(err, sizeof err, "ok");
+    }
+    if (natsMsg_GetReply(msg) != NULL)
+        natsConnection_PublishString(nc, natsMsg_GetReply(msg), err);
+    natsMsg_Destroy(msg);
+    (void)sub;
+}
+
 static void *worker_main(void *arg)
 {
     natomic_service_t *svc = arg;
@@ -550,6 +571,13 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         return NATOMIC_ENATS;
     }
     natomic_status_t st = natomic__discovery_start(svc);
+    const char *control = getenv("NATOMIC_FAULT_CONTROL");
+    if (st == NATOMIC_OK && control != NULL && strcmp(control, "1") == 0) {
+        char fsubject[200];
+        snprintf(fsubject, sizeof fsubject, "$NATOMIC.FAULTS.%s", svc->name);
+        if (natsConnection_Subscribe(&svc->fault_control, svc->nc, fsubject, on_fault_control, svc) != NATS_OK)
+            st = NATOMIC_ENATS;
+    }
     for (size_t i = 0; st == NATOMIC_OK && i < svc->n_event_subs; i++) {
         natomic_event_sub_t *es = &svc->event_subs[i];
         s = natsConnection_QueueSubscribe(&es->sub, svc->nc, es->subject, svc->name, on_event, es);
@@ -595,6 +623,12 @@ NATOMIC_API natomic_status_t natomic_service_stop(natomic_service_t *svc)
         return NATOMIC_OK;
     }
     natomic__discovery_stop(svc);
+    if (svc->fault_control != NULL) {
+        if (natsSubscription_Drain(svc->fault_control) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(svc->fault_control, 5000);
+        natsSubscription_Destroy(svc->fault_control);
+        svc->fault_control = NULL;
+    }
     /* Events first: their handlers may still be running on nats.c's threads. */
     for (size_t i = 0; i < svc->n_event_subs; i++) {
         natomic_event_sub_t *es = &svc->event_subs[i];
