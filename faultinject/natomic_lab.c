@@ -12,10 +12,12 @@
  *                        everything, exit with COMMAND's status (clients in
  *                        other languages are tested this way).
  *
- * The scenario runner (run, check) joins this program with the lab issue.
+ *   natomic-lab run [FILES|DIRS] ...   the scenario suite (runner.c)
+ *   natomic-lab check FILES|DIRS       validate scenario files
  * Everything started here is stopped before it exits, and dies with it if
  * it is killed (see embedded_nats.c and process.c).
  */
+#include <errno.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -36,6 +38,8 @@
 #include "orders.pb-c.h"
 #include "payments.pb-c.h"
 #include "process.h"
+#include "runner.h"
+#include "scenario_check.h"
 
 #define CALL_TIMEOUT_MS 5000
 
@@ -49,7 +53,20 @@ static void usage(FILE *f)
           "                (confirmed, payment declined, out of stock) with state before/after\n"
           "  with -- CMD   start NATS and the services, run CMD with NATS_URL and\n"
           "                NATOMIC_<SERVICE>_DB set, stop everything; exit with CMD's status\n"
+          "  run [FILE|DIR...] [--filter TEXT] [--seed N] [--report DIR] [--keep] [--quiet]\n"
+          "                run scenarios (default: the folder 'scenarios'): TAP 14 on stdout,\n"
+          "                a progress line per scenario on stderr, a report with --report\n"
+          "  check FILE|DIR...\n"
+          "                validate scenario files (folders: every *.yaml, *.yml) without running\n"
           "  help          show this help\n"
+          "\n"
+          "Options of run:\n"
+          "  --filter TEXT run only scenarios whose <group>/<name> contains TEXT\n"
+          "  --seed N      the seed of every random choice (default: each scenario's own)\n"
+          "  --report DIR  write the report there (index.html, one page per scenario)\n"
+          "  --keep        keep each scenario's folder (NATS store, logs, databases)\n"
+          "  --quiet       no progress lines\n"
+          "Exit status of run: 0 all passed, 1 a check failed, 2 bad usage or a missing path.\n"
           "\n"
           "Options of demo:\n"
           "  --keep        keep the temporary folder (NATS store, service logs, databases)\n"
@@ -430,6 +447,55 @@ static int with_services(char **cmd)
     return rc;
 }
 
+/* natomic-lab run [paths] [options]. */
+static int run_command(int argc, char **argv)
+{
+    runner_options_t opts = {.progress = true};
+    char **paths = calloc((size_t)argc + 1, sizeof *paths);
+    size_t n = 0;
+    int rc = 2;
+    if (paths == NULL)
+        return 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_value = i + 1 < argc;
+        if (strcmp(a, "--filter") == 0 && has_value) {
+            opts.filter = argv[++i];
+        } else if (strcmp(a, "--report") == 0 && has_value) {
+            opts.report_dir = argv[++i];
+        } else if (strcmp(a, "--seed") == 0 && has_value) {
+            char *end = NULL;
+            errno = 0;
+            opts.seed = strtoull(argv[++i], &end, 10);
+            if (errno != 0 || end == argv[i] || *end != '\0' || argv[i][0] == '-') {
+                fprintf(stderr, "natomic-lab run: --seed wants a non-negative integer, got '%s'\n", argv[i]);
+                goto out;
+            }
+            opts.has_seed = true;
+        } else if (strcmp(a, "--keep") == 0) {
+            opts.keep = true;
+        } else if (strcmp(a, "--quiet") == 0) {
+            opts.progress = false;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            rc = 0;
+            goto out;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "natomic-lab run: unknown option '%s' (or it lacks its value)\n", a);
+            usage(stderr);
+            goto out;
+        } else {
+            paths[n++] = (char *)a;
+        }
+    }
+    if (n == 0)
+        paths[n++] = "scenarios";
+    rc = runner_run(paths, n, &opts);
+out:
+    free(paths);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -456,6 +522,15 @@ int main(int argc, char **argv)
             }
         }
         return demo(keep);
+    }
+    if (strcmp(cmd, "run") == 0)
+        return run_command(argc - 2, argv + 2);
+    if (strcmp(cmd, "check") == 0) {
+        if (argc < 3) {
+            fprintf(stderr, "natomic-lab check: give scenario files or folders, e.g. natomic-lab check scenarios\n");
+            return 2;
+        }
+        return scenario_check_paths(&argv[2], (size_t)(argc - 2));
     }
     if (strcmp(cmd, "with") == 0) {
         int i = 2;

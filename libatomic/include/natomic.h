@@ -415,7 +415,12 @@ NATOMIC_API natomic_status_t natomic_service_add_event_handler(natomic_service_t
                                                                const ProtobufCMessageDescriptor *event_desc,
                                                                void *closure);
 
-/* Subscribes (queue group = service name), answers $SRV discovery, starts the workers. */
+/*
+ * Subscribes (queue group = service name), answers $SRV discovery, starts
+ * the workers. With NATOMIC_TRACE=1 in the environment, a copy of each call
+ * and reply also goes to natomic.trace.{call,reply}.<subject> (original
+ * headers plus Natomic-Reply-To), for observers such as the lab.
+ */
 NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc);
 
 /*

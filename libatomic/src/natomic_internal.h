@@ -166,6 +166,7 @@ struct natomic_service {
     natsSubscription *sub;          /* "<name>.>" in queue group <name>      */
     natsSubscription *discovery[NATOMIC_DISCOVERY_SUBS];
     natsSubscription *fault_control;  /* $NATOMIC.FAULTS.<name>, when enabled  */
+    bool trace;                     /* NATOMIC_TRACE=1: copies for observers  */
     pthread_t *workers;
     int n_workers;
     pthread_mutex_t mu;             /* start/stop transitions                */

@@ -159,7 +159,7 @@ natomic_status_t natomic__request_bytes(natsMsg **reply_out, natsConnection *nc,
         s = NATS_TIMEOUT;
     }
     if (s == NATS_OK && f == NATOMIC_FAULT_DUPLICATE)
-        s = natsConnection_Publish(nc, subject, data, (int)len); /* a copy nobody waits for */
+        s = natsConnection_PublishMsg(nc, m); /* a copy, same headers, that nobody waits for */
     if (s == NATS_OK)
         s = natsConnection_RequestMsg(&reply, nc, m, timeout_ms);
     natsMsg_Destroy(m);

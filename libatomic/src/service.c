@@ -196,6 +196,40 @@ static bool usable_id(const char *s, size_t cap)
     return true;
 }
 
+/*
+ * NATOMIC_TRACE=1: a copy of each call received and each reply sent goes to
+ * natomic.trace.call.<subject> / natomic.trace.reply.<subject>, with the
+ * original headers and Natomic-Reply-To (the caller's inbox, to pair them).
+ * An observer (the lab) reads these instead of subscribing to the request
+ * subjects, where it would itself count as a responder and hide the
+ * "no responders" answer a caller of a dead service must get.
+ */
+static void trace(natomic_service_t *svc, const char *kind, natsMsg *req, natsMsg *reply)
+{
+    if (!svc->trace)
+        return;
+    natsMsg *src = reply != NULL ? reply : req;
+    char subject[320];
+    snprintf(subject, sizeof subject, "natomic.trace.%s.%s", kind, natsMsg_GetSubject(req));
+    natsMsg *t = NULL;
+    if (natsMsg_Create(&t, subject, NULL, natsMsg_GetData(src), natsMsg_GetDataLength(src)) != NATS_OK)
+        return;
+    const char **keys = NULL;
+    int n = 0;
+    if (natsMsgHeader_Keys(src, &keys, &n) == NATS_OK) {
+        for (int i = 0; i < n; i++) {
+            const char *v = NULL;
+            if (natsMsgHeader_Get(src, keys[i], &v) == NATS_OK)
+                natsMsgHeader_Set(t, keys[i], v);
+        }
+        free((void *)keys);
+    }
+    const char *inbox = natsMsg_GetReply(req);
+    natsMsgHeader_Set(t, "Natomic-Reply-To", inbox != NULL ? inbox : "");
+    natsConnection_PublishMsg(svc->nc, t);
+    natsMsg_Destroy(t);
+}
+
 /* Header values must be one line: control characters become spaces. */
 static void header_safe(char *dst, size_t cap, const char *src)
 {
@@ -255,6 +289,8 @@ static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t
         s = natsConnection_PublishMsg(svc->nc, m);
     if (s == NATS_OK && f == NATOMIC_FAULT_DUPLICATE)
         s = natsConnection_PublishMsg(svc->nc, m);
+    if (s == NATS_OK)
+        trace(svc, "reply", req, m);
     if (s != NATS_OK)
         natomic__log(NATOMIC_LOG_ERROR, svc->name, "could not send the reply to %s: %s", reply_to,
                      natsStatus_GetText(s));
@@ -309,6 +345,7 @@ static natomic_outcome_t run_list(natomic_service_t *svc, natomic_ctx_t *ctx, bo
 /* One call, start to end, on the calling worker thread. `injected`: fail it before the handler. */
 static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
 {
+    trace(svc, "call", msg, NULL);
     const char *subject = natsMsg_GetSubject(msg);
     const char *name = subject + strlen(svc->name) + 1; /* the subscription guarantees "<name>." */
     natomic_method_t *m = find_method(svc, name);
@@ -571,6 +608,8 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         return NATOMIC_ENATS;
     }
     natomic_status_t st = natomic__discovery_start(svc);
+    const char *trace_env = getenv("NATOMIC_TRACE");
+    svc->trace = trace_env != NULL && strcmp(trace_env, "1") == 0;
     const char *control = getenv("NATOMIC_FAULT_CONTROL");
     if (st == NATOMIC_OK && control != NULL && strcmp(control, "1") == 0) {
         char fsubject[200];

@@ -1,0 +1,162 @@
+/*
+ * scenario.h -- a scenario file (DESIGN 4.3), parsed and validated.
+ *
+ * A scenario is a story with faults and expectations, written in YAML:
+ *
+ *   about: >                      # required: what it teaches
+ *     A declined payment releases the reservation.
+ *   mode: memory                  # memory (default) | durable (refused: not built yet)
+ *   seed: 42                      # default random seed (--seed overrides)
+ *   services: [inventory, payments, orders, notifications]
+ *                                 # or a map: {orders: {instances: 2}, payments: 1}
+ *   faults:                       # enabled after seed_data ($NATOMIC.FAULTS.<service>)
+ *     - {service: payments, point: natomic/before_handler, action: error,
+ *        times: 1, probability: 0.5}      # times: N | always (default); probability optional
+ *   seed_data:                    # calls made before the story (must succeed)
+ *     - {call: inventory.restock, request: {sku: book, qty: 5}}
+ *   steps:
+ *     - call: orders.create_order
+ *       request: {customer: ann, sku: book, qty: 2, amount: 3000}
+ *       timeout: 5000             # ms, default 5000
+ *       expect: {reply: {status: confirmed}}       # partial match of the reply
+ *       # or {error: PaymentDeclined, rollback: complete} | {timeout: true} | {any: true}
+ *     - {call: orders.create_order, repeat: 100, concurrency: 8,
+ *        request: {customer: "c{i%5}", sku: book, qty: 1, amount: 100},
+ *        expect: {any: true}}     # "{i}" and "{i%N}" in strings take the index
+ *     - kill: orders              # SIGKILL        | restart: orders  (same db)
+ *     - pause: payments           # SIGSTOP        | resume: payments (SIGCONT)
+ *     - cut: payments             # TCP proxy: close and refuse | blackhole: payments
+ *     - {delay_link: payments, ms: 200}            # proxy adds latency
+ *     - heal: payments            # proxy back to normal
+ *     - restart: nats             # the NATS server restarts (same port, same store)
+ *     - {fault: {service: orders, point: natomic/before_reply, action: drop, times: 1}}
+ *     - {release: {service: orders, point: natomic/before_reply}}   # disable (ends a pause)
+ *     - wait: 200                 # ms
+ *   expect:
+ *     eventually: 3000            # ms: checks retry until they hold, after the last step
+ *     state: {stock.book.available: 3, balance.ann: 2000, orders.confirmed: 1}
+ *     events: {orders.order_created: 1, conversions.converted: 0}
+ *     compensations: {inventory.release: 1}      # compensation calls seen on the wire
+ *     dead_letters: 0
+ *     invariants: [stock_conserved, money_conserved, order_atomicity,
+ *                  order_created_once, notifications_match]
+ *     violations: [order_atomicity]   # invariants this story EXPECTS to break (lessons)
+ *
+ * Every node keeps its line, so a bad file gets "file:line: reason".
+ */
+#ifndef SCENARIO_H
+#define SCENARIO_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum scenario_step_kind {
+    STEP_CALL,
+    STEP_KILL,
+    STEP_RESTART,
+    STEP_PAUSE,
+    STEP_RESUME,
+    STEP_CUT,
+    STEP_BLACKHOLE,
+    STEP_DELAY_LINK,
+    STEP_HEAL,
+    STEP_NATS_RESTART,
+    STEP_FAULT,
+    STEP_RELEASE,
+    STEP_WAIT
+} scenario_step_kind_t;
+
+/* What a call step expects. */
+typedef struct scenario_call_expect {
+    bool any;               /* anything goes (random faults): only recorded           */
+    bool timeout;           /* expects no reply in time (in doubt)                     */
+    char *error;            /* expected Natomic-Error-Type; NULL: expects success      */
+    char *rollback;         /* expected Natomic-Rollback ("complete"...), or NULL      */
+    json_t *reply;          /* partial match of the reply's fields, or NULL            */
+} scenario_call_expect_t;
+
+typedef struct scenario_fault {
+    char *service;
+    char *point;
+    char *action;           /* error | crash | drop | duplicate | pause | delay:<ms>   */
+    int times;              /* 0: always                                               */
+    double probability;     /* 1: always                                               */
+    int line;
+} scenario_fault_t;
+
+typedef struct scenario_step {
+    scenario_step_kind_t kind;
+    int line;
+    char *service;          /* target of kill/restart/pause/resume/cut/blackhole/...  */
+    /* call */
+    char *subject;          /* "orders.create_order"                                  */
+    json_t *request;        /* owned; may hold "{i}" templates                         */
+    int timeout_ms;
+    int repeat;             /* 1 = a single call                                      */
+    int concurrency;        /* callers at once for repeat > 1                         */
+    bool has_expect;
+    scenario_call_expect_t expect;
+    /* delay_link and wait */
+    int ms;
+    /* fault and release */
+    scenario_fault_t fault;
+} scenario_step_t;
+
+typedef struct scenario_service {
+    char *name;             /* conversions | inventory | payments | orders | notifications */
+    int instances;          /* >= 1                                                   */
+    int line;
+} scenario_service_t;
+
+/* One expected value of the final state, e.g. "stock.book.available" = 3. */
+typedef struct scenario_check {
+    char *key;
+    long long value;
+    int line;
+} scenario_check_t;
+
+typedef struct scenario {
+    char *path;             /* as given                                               */
+    char *name;             /* file name without .yaml                                 */
+    char *group;            /* parent folder name ("" at top level)                    */
+    char *about;
+    bool durable;
+    unsigned long long seed;
+    scenario_service_t *services;
+    size_t n_services;
+    scenario_fault_t *faults;
+    size_t n_faults;
+    scenario_step_t *seed_data;
+    size_t n_seed_data;
+    scenario_step_t *steps;
+    size_t n_steps;
+    int eventually_ms;      /* default 2000                                           */
+    scenario_check_t *state;     /* expect.state                                      */
+    size_t n_state;
+    scenario_check_t *events;    /* expect.events: key = "<service>.<type>"            */
+    size_t n_events;
+    scenario_check_t *compensations; /* key = "<service>.<method>"                      */
+    size_t n_compensations;
+    long long dead_letters;      /* -1: not checked                                    */
+    char **invariants;
+    size_t n_invariants;
+    char **violations;
+    size_t n_violations;
+} scenario_t;
+
+/*
+ * Loads and validates a scenario file. On success *out is the scenario
+ * (free with scenario_free) and 0 is returned; on failure -1 and `err`
+ * holds "file:line: reason" (the first problem found).
+ */
+int scenario_load(scenario_t **out, const char *path, char *err, size_t errcap);
+void scenario_free(scenario_t *s);
+
+/* The names the format knows, for validation and docs. NULL-terminated. */
+extern const char *const scenario_service_names[];
+extern const char *const scenario_invariant_names[];
+/* True when `key` names a state value the oracle can read (stock.<sku>.available, ...). */
+bool scenario_state_key_valid(const char *key);
+
+#endif

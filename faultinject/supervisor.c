@@ -1,0 +1,859 @@
+/*
+ * supervisor.c -- NATS, the services, and the faults a scenario injects.
+ *
+ * One supervisor owns one embedded nats-server (JetStream in a temp
+ * folder, which is also where the services' databases, logs and libfiu
+ * control FIFOs live) and up to SUPERVISOR_MAX_SERVICES service
+ * processes. Each process talks to NATS through its own fault proxy, so a
+ * connection fault hits exactly one process; the supervisor's own client
+ * connects directly and never sees those faults.
+ *
+ * Invariants
+ *   - svc[i].proc.pid > 0 exactly while that child is not yet reaped; every
+ *     reaped child is taken off the emergency list at once (its pid may be
+ *     reused by the system afterwards).
+ *   - The instances of one service are adjacent in svc[], instance 0 first.
+ *   - A paused child is stopped (SIGSTOP seen by waitpid) until resumed,
+ *     killed or stopped; supervisor_stop() continues it before SIGTERM.
+ *   - Everything the supervisor writes into a service's log is one whole
+ *     "---- supervisor: ... ----" line, appended (O_APPEND), so it never
+ *     tears the service's own lines.
+ *
+ * Nothing outlives the supervisor: the children get PR_SET_PDEATHSIG
+ * (SIGKILL when the thread that started them dies; start and restart from
+ * a thread that lives as long as the supervisor) and a process group of
+ * their own; supervisor_emergency_kill() SIGKILLs every registered pid
+ * and group from a signal handler.
+ *
+ * Failures return -1 after one line on stderr naming the service and,
+ * for a process that would not come up, its log.
+ */
+#include "supervisor.h"
+
+#include "fault_proxy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <natomic.h>
+
+#define START_WAIT_MS 10000      /* a (re)started service answers $SRV.PING within this */
+#define STOP_WAIT_MS 5000        /* SIGTERM, then SIGKILL                              */
+#define NATS_RECONNECT_MS 10000  /* the supervisor's client after a NATS restart       */
+#define PAUSE_WAIT_MS 2000       /* until waitpid() reports the stop                   */
+#define FIU_WAIT_MS 2000         /* a libfiu control FIFO answers within this          */
+#define LOG_TAIL_BYTES (256 * 1024)
+#define EMERGENCY_SLOTS 128
+
+/* ------------------------------------------------------------------ */
+/* The emergency list: pids a signal handler may SIGKILL               */
+/* ------------------------------------------------------------------ */
+
+/* Lock-free atomics: read from signal handlers, written by the supervisor. */
+static atomic_int emergency_pids[EMERGENCY_SLOTS];
+
+static void emergency_register(pid_t pid)
+{
+    for (int i = 0; pid > 1 && i < EMERGENCY_SLOTS; i++) {
+        int expected = 0;
+        if (atomic_compare_exchange_strong(&emergency_pids[i], &expected, (int)pid))
+            return;
+    }
+}
+
+static void emergency_unregister(pid_t pid)
+{
+    for (int i = 0; pid > 1 && i < EMERGENCY_SLOTS; i++) {
+        int expected = (int)pid;
+        if (atomic_compare_exchange_strong(&emergency_pids[i], &expected, 0))
+            return;
+    }
+}
+
+void supervisor_emergency_kill(void)
+{
+    int saved = errno;
+    for (int i = 0; i < EMERGENCY_SLOTS; i++) {
+        int pid = atomic_load(&emergency_pids[i]);
+        if (pid > 1) {
+            kill(-pid, SIGKILL); /* the service's group (fails harmlessly for nats-server) */
+            kill(pid, SIGKILL);
+        }
+    }
+    errno = saved;
+}
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+/* ------------------------------------------------------------------ */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail_msg(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("supervisor: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* "orders" for instance 0, "orders#2" for instance 2. */
+static void display_name(char *out, size_t cap, const supervised_service_t *s)
+{
+    if (s->instance == 0)
+        snprintf(out, cap, "%s", s->name);
+    else
+        snprintf(out, cap, "%s#%d", s->name, s->instance);
+}
+
+/* Appends one marker line to the instance's log; best effort. */
+static void log_marker(const supervised_service_t *s, const char *what)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    localtime_r(&ts.tv_sec, &tm);
+    char stamp[32], who[48], line[256];
+    strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
+    display_name(who, sizeof who, s);
+    int n = snprintf(line, sizeof line, "---- supervisor: %s %s (pid %ld) at %s.%03ld ----\n", what, who,
+                     (long)s->proc.pid, stamp, ts.tv_nsec / 1000000L);
+    if (n <= 0)
+        return;
+    if ((size_t)n >= sizeof line)
+        n = (int)sizeof line - 1;
+    int fd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    ssize_t ignored = write(fd, line, (size_t)n);
+    (void)ignored;
+    close(fd);
+}
+
+/* Marks a reaped child gone. */
+static void forget_child(supervised_service_t *s)
+{
+    emergency_unregister(s->proc.pid);
+    s->proc.pid = 0;
+    s->paused = false;
+}
+
+/* True while the child runs (or is stopped); reaps it (and says so in its log) when it ended. */
+static bool alive(supervised_service_t *s)
+{
+    if (s->proc.pid <= 0)
+        return false;
+    int status = 0;
+    pid_t r = waitpid(s->proc.pid, &status, WNOHANG);
+    if (r == 0)
+        return true;
+    if (r == s->proc.pid) {
+        char what[64];
+        if (WIFSIGNALED(status))
+            snprintf(what, sizeof what, "saw the end (signal %d) of", WTERMSIG(status));
+        else
+            snprintf(what, sizeof what, "saw the exit (status %d) of", WEXITSTATUS(status));
+        log_marker(s, what);
+    }
+    forget_child(s);
+    return false;
+}
+
+/* SIGKILL to the child's group, reaped before returning. */
+static void kill_instance(supervised_service_t *s)
+{
+    if (!alive(s))
+        return;
+    log_marker(s, "SIGKILL to");
+    lab_process_signal(&s->proc, SIGKILL);
+    while (waitpid(s->proc.pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    forget_child(s);
+}
+
+/* The service binary: $NATOMIC_SERVICES_DIR/<name>/<name>, else ../services/<name>/<name>
+ * beside the running program. 0, or -1 with a message. */
+static int service_binary(char *out, size_t cap, const char *name)
+{
+    const char *dir = getenv("NATOMIC_SERVICES_DIR");
+    int rc;
+    if (dir != NULL && *dir != '\0') {
+        int w = snprintf(out, cap, "%s/%s/%s", dir, name, name);
+        rc = w > 0 && (size_t)w < cap ? 0 : -1;
+    } else {
+        char rel[128];
+        snprintf(rel, sizeof rel, "../services/%s/%s", name, name);
+        rc = lab_sibling_path(out, cap, rel);
+    }
+    if (rc != 0) {
+        fail_msg("%s: path of the service binary too long", name);
+        return -1;
+    }
+    if (access(out, X_OK) != 0) {
+        fail_msg("%s: no service binary at %s (%s; set NATOMIC_SERVICES_DIR to the build's services folder)",
+                 name, out, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Forks the instance against its proxy; faults only when `first_start`. 0, or -1 with a message. */
+static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_start)
+{
+    char bin[1024], url[64], env_faults[1100], env_seed[64], env_tmp[300];
+    if (service_binary(bin, sizeof bin, s->name) != 0)
+        return -1;
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d", fault_proxy_port(s->proxy));
+    /* Set even when empty: a restart must not inherit faults from the lab's own environment. */
+    snprintf(env_faults, sizeof env_faults, "NATOMIC_FAULTS=%s", first_start ? s->faults : "");
+    snprintf(env_seed, sizeof env_seed, "NATOMIC_FAULT_SEED=%llu", sv->seed);
+    snprintf(env_tmp, sizeof env_tmp, "TMPDIR=%s", sv->dir);
+    char *argv[] = {bin, "--nats", url, "--db", s->db_path, NULL};
+    char *env[] = {env_faults, env_seed, env_tmp, NULL};
+    if (lab_process_start_group(&s->proc, argv, s->log_path, env) != 0) {
+        fail_msg("%s: cannot start %s", s->name, bin);
+        return -1;
+    }
+    emergency_register(s->proc.pid);
+    s->paused = false;
+    return 0;
+}
+
+/* How many answers one $SRV.PING.<name> gets within wait_ms (stops at `want`). */
+static int ping_count(natsConnection *nc, const char *subject, int want, int wait_ms)
+{
+    natsInbox *inbox = NULL;
+    natsSubscription *sub = NULL;
+    int got = 0;
+    if (natsInbox_Create(&inbox) == NATS_OK && natsConnection_SubscribeSync(&sub, nc, inbox) == NATS_OK &&
+        natsConnection_PublishRequestString(nc, subject, inbox, "") == NATS_OK) {
+        int64_t end = now_ms() + wait_ms;
+        while (got < want) {
+            int64_t left = end - now_ms();
+            natsMsg *m = NULL;
+            if (left <= 0 || natsSubscription_NextMsg(&m, sub, left) != NATS_OK)
+                break;
+            natsMsg_Destroy(m);
+            got++;
+        }
+    }
+    natsSubscription_Destroy(sub);
+    natsInbox_Destroy(inbox);
+    return got;
+}
+
+/* Waits until every running, unpaused instance of s[0..n) answers $SRV.PING.<name>.
+ * 0, or -1 with a message naming the log when one died or none came up in time. */
+static int wait_ready(supervisor_t *sv, supervised_service_t *s, int n)
+{
+    char subject[96];
+    snprintf(subject, sizeof subject, "$SRV.PING.%s", s[0].name);
+    int64_t end = now_ms() + START_WAIT_MS;
+    for (;;) {
+        int want = 0;
+        for (int i = 0; i < n; i++) {
+            bool was_running = s[i].proc.pid > 0;
+            if (alive(&s[i]))
+                want += s[i].paused ? 0 : 1;
+            else if (was_running) {
+                fail_msg("%s (instance %d) exited while starting; see %s", s[i].name, s[i].instance,
+                         s[i].log_path);
+                return -1;
+            }
+        }
+        if (want == 0 || ping_count(sv->nc, subject, want, 250) >= want)
+            return 0;
+        if (now_ms() >= end) {
+            fail_msg("%s did not answer %s within %d ms; see %s", s[0].name, subject, START_WAIT_MS,
+                     s[0].log_path);
+            return -1;
+        }
+        sleep_ms(20);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Start and services                                                  */
+/* ------------------------------------------------------------------ */
+
+int supervisor_start(supervisor_t *sv, unsigned long long seed)
+{
+    memset(sv, 0, sizeof *sv);
+    if (embedded_nats_start(&sv->nats) != 0)
+        return -1; /* it said why */
+    emergency_register(sv->nats.pid);
+    snprintf(sv->dir, sizeof sv->dir, "%s", sv->nats.dir);
+    sv->seed = seed;
+    natomic_status_t st = natomic_connect(&sv->nc, sv->nats.url, NULL);
+    if (st != NATOMIC_OK) {
+        fail_msg("cannot connect to %s: %s", sv->nats.url, natomic_strerror(st));
+        emergency_unregister(sv->nats.pid);
+        embedded_nats_stop(&sv->nats);
+        memset(sv, 0, sizeof *sv);
+        return -1;
+    }
+    return 0;
+}
+
+supervised_service_t *supervisor_find(supervisor_t *sv, const char *name, int *n)
+{
+    for (int i = 0; i < sv->n_svc; i++) {
+        if (strcmp(sv->svc[i].name, name) != 0)
+            continue;
+        int k = i;
+        while (k < sv->n_svc && strcmp(sv->svc[k].name, name) == 0)
+            k++;
+        if (n != NULL)
+            *n = k - i;
+        return &sv->svc[i];
+    }
+    if (n != NULL)
+        *n = 0;
+    return NULL;
+}
+
+/* The instances of `name`, or NULL after a message. */
+static supervised_service_t *find_or_complain(supervisor_t *sv, const char *name, int *n)
+{
+    supervised_service_t *s = supervisor_find(sv, name, n);
+    if (s == NULL)
+        fail_msg("no service named '%s' was added", name);
+    return s;
+}
+
+int supervisor_add_service(supervisor_t *sv, const char *name, int instances, const char *faults)
+{
+    if (sv->nc == NULL) {
+        fail_msg("%s: the supervisor is not started", name);
+        return -1;
+    }
+    if (name == NULL || *name == '\0' || strlen(name) >= sizeof sv->svc[0].name || strchr(name, '/') != NULL) {
+        fail_msg("'%s' is not a service name", name != NULL ? name : "(null)");
+        return -1;
+    }
+    if (supervisor_find(sv, name, NULL) != NULL) {
+        fail_msg("%s was already added", name);
+        return -1;
+    }
+    if (instances < 1 || instances > SUPERVISOR_MAX_SERVICES - sv->n_svc) {
+        fail_msg("%s: %d instances do not fit (at most %d processes, %d in use)", name, instances,
+                 SUPERVISOR_MAX_SERVICES, sv->n_svc);
+        return -1;
+    }
+    if (faults != NULL && strlen(faults) >= sizeof sv->svc[0].faults) {
+        fail_msg("%s: fault list too long", name);
+        return -1;
+    }
+    supervised_service_t *s = &sv->svc[sv->n_svc];
+    int started = 0;
+    for (; started < instances; started++) {
+        supervised_service_t *x = &s[started];
+        memset(x, 0, sizeof *x);
+        snprintf(x->name, sizeof x->name, "%s", name);
+        x->instance = started;
+        snprintf(x->db_path, sizeof x->db_path, "%s/%s.db", sv->dir, name);
+        if (started == 0)
+            snprintf(x->log_path, sizeof x->log_path, "%s/%s.log", sv->dir, name);
+        else
+            snprintf(x->log_path, sizeof x->log_path, "%s/%s-%d.log", sv->dir, name, started);
+        snprintf(x->faults, sizeof x->faults, "%s", faults != NULL ? faults : "");
+        if (fault_proxy_start(&x->proxy, sv->nats.port) != 0)
+            break;
+        if (spawn_instance(sv, x, true) != 0) {
+            fault_proxy_stop(x->proxy);
+            x->proxy = NULL;
+            break;
+        }
+        /* The first one creates the database alone: SQLite refuses two processes switching a new
+         * file to WAL at once ("database is locked"), and the instances share one file. */
+        if (started == 0 && instances > 1 && wait_ready(sv, s, 1) != 0) {
+            started = 1;
+            break;
+        }
+    }
+    if (started == instances && wait_ready(sv, s, instances) == 0) {
+        sv->n_svc += instances;
+        return 0;
+    }
+    /* Leave nothing behind; the logs stay for whoever reads the message. */
+    for (int i = 0; i < started; i++) {
+        kill_instance(&s[i]);
+        fault_proxy_stop(s[i].proxy);
+        s[i].proxy = NULL;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Process faults                                                      */
+/* ------------------------------------------------------------------ */
+
+int supervisor_kill(supervisor_t *sv, const char *name)
+{
+    int n;
+    supervised_service_t *s = find_or_complain(sv, name, &n);
+    if (s == NULL)
+        return -1;
+    for (int i = 0; i < n; i++)
+        kill_instance(&s[i]);
+    return 0;
+}
+
+int supervisor_restart(supervisor_t *sv, const char *name)
+{
+    int n;
+    supervised_service_t *s = find_or_complain(sv, name, &n);
+    if (s == NULL)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        kill_instance(&s[i]);
+        log_marker(&s[i], "restart of");
+        if (spawn_instance(sv, &s[i], false) != 0)
+            return -1;
+    }
+    return wait_ready(sv, s, n);
+}
+
+int supervisor_pause(supervisor_t *sv, const char *name)
+{
+    int n;
+    supervised_service_t *s = find_or_complain(sv, name, &n);
+    if (s == NULL)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (!alive(&s[i]) || s[i].paused)
+            continue;
+        log_marker(&s[i], "SIGSTOP to");
+        lab_process_signal(&s[i].proc, SIGSTOP);
+        /* Return only once it is stopped, so the caller's next request cannot be served. */
+        int64_t end = now_ms() + PAUSE_WAIT_MS;
+        for (;;) {
+            int status = 0;
+            pid_t r = waitpid(s[i].proc.pid, &status, WNOHANG | WUNTRACED);
+            if (r == s[i].proc.pid && WIFSTOPPED(status)) {
+                s[i].paused = true;
+                break;
+            }
+            if (r == s[i].proc.pid || (r < 0 && errno != EINTR)) {
+                forget_child(&s[i]); /* it ended meanwhile */
+                break;
+            }
+            if (now_ms() >= end) {
+                fail_msg("%s (instance %d) did not stop within %d ms", name, s[i].instance, PAUSE_WAIT_MS);
+                s[i].paused = true; /* SIGSTOP is pending: count it as paused so resume sends SIGCONT */
+                rc = -1;
+                break;
+            }
+            sleep_ms(1);
+        }
+    }
+    return rc;
+}
+
+int supervisor_resume(supervisor_t *sv, const char *name)
+{
+    int n;
+    supervised_service_t *s = find_or_complain(sv, name, &n);
+    if (s == NULL)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        if (!alive(&s[i]) || !s[i].paused)
+            continue;
+        log_marker(&s[i], "SIGCONT to");
+        lab_process_signal(&s[i].proc, SIGCONT);
+        s[i].paused = false;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Connection and NATS faults                                          */
+/* ------------------------------------------------------------------ */
+
+int supervisor_link(supervisor_t *sv, const char *name, fault_proxy_mode_t mode, int delay_ms)
+{
+    int n;
+    supervised_service_t *s = find_or_complain(sv, name, &n);
+    if (s == NULL)
+        return -1;
+    if (mode < FAULT_PROXY_PASS || mode > FAULT_PROXY_DELAY || (mode == FAULT_PROXY_DELAY && delay_ms < 0)) {
+        fail_msg("%s: bad link mode %d (delay %d ms)", name, (int)mode, delay_ms);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (s[i].proxy != NULL)
+            fault_proxy_set(s[i].proxy, mode, delay_ms);
+    return 0;
+}
+
+static uint64_t reconnect_count(natsConnection *nc)
+{
+    natsStatistics *stats = NULL;
+    uint64_t in_msgs = 0, in_bytes = 0, out_msgs = 0, out_bytes = 0, reconnects = 0;
+    if (natsStatistics_Create(&stats) == NATS_OK && natsConnection_GetStats(nc, stats) == NATS_OK)
+        natsStatistics_GetCounts(stats, &in_msgs, &in_bytes, &out_msgs, &out_bytes, &reconnects);
+    natsStatistics_Destroy(stats);
+    return reconnects;
+}
+
+int supervisor_restart_nats(supervisor_t *sv)
+{
+    if (sv->nc == NULL) {
+        fail_msg("restart_nats: the supervisor is not started");
+        return -1;
+    }
+    uint64_t before = reconnect_count(sv->nc);
+    pid_t old = sv->nats.pid;
+    int rc = embedded_nats_restart(&sv->nats);
+    emergency_unregister(old);
+    if (rc != 0) {
+        fail_msg("nats-server did not come back on port %d; see %s/nats-server.log", sv->nats.port, sv->dir);
+        return -1;
+    }
+    emergency_register(sv->nats.pid);
+    /* The services reconnect through their proxies on their own; the supervisor's client must be
+     * back before the scenario goes on. Counting reconnects avoids trusting a status the client
+     * set before it noticed the old server was gone. */
+    int64_t end = now_ms() + NATS_RECONNECT_MS;
+    while (now_ms() < end) {
+        if (reconnect_count(sv->nc) > before && natsConnection_Status(sv->nc) == NATS_CONN_STATUS_CONNECTED &&
+            natsConnection_FlushTimeout(sv->nc, 500) == NATS_OK)
+            return 0;
+        sleep_ms(20);
+    }
+    fail_msg("the supervisor's NATS client did not reconnect to %s within %d ms", sv->nats.url, NATS_RECONNECT_MS);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Fault points through libfiu's remote control                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * libfiu's control thread in the service opens <base>.in for reading
+ * (blocking until a writer comes), then <base>.out for writing (blocking
+ * until a reader comes), and answers each command line with one line:
+ * "0" or "-1". So: open .out first (no wait for a reader), drop any stale
+ * reply, open .in without blocking (ENXIO until the thread waits on it),
+ * write the line, and read one line back -- all within FIU_WAIT_MS.
+ */
+
+/* Writes `line` to a FIFO without ever raising SIGPIPE in this process. True when all went. */
+static bool fifo_write(int fd, const char *line, size_t len)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    ssize_t w = write(fd, line, len);
+    if (w < 0 && errno == EPIPE) {
+        /* The reader closed between our open and the write: consume our SIGPIPE. */
+        struct timespec zero = {0, 0};
+        int was_pending = sigismember(&old, SIGPIPE);
+        if (!was_pending)
+            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+            }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return w == (ssize_t)len;
+}
+
+/* Sends one command to the instance's control FIFO; its reply number in *reply. 0, or -1 after a message. */
+static int fiu_command(const supervisor_t *sv, const supervised_service_t *s, const char *cmd, int *reply)
+{
+    char in_path[400], out_path[400], who[48];
+    snprintf(in_path, sizeof in_path, "%s/fiu-ctrl-%ld.in", sv->dir, (long)s->proc.pid);
+    snprintf(out_path, sizeof out_path, "%s/fiu-ctrl-%ld.out", sv->dir, (long)s->proc.pid);
+    display_name(who, sizeof who, s);
+    int64_t end = now_ms() + FIU_WAIT_MS;
+    int out = -1, in = -1;
+    const char *why = "no control FIFO";
+    for (;;) {
+        if (out < 0)
+            out = open(out_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (out >= 0) {
+            char stale[256];
+            while (read(out, stale, sizeof stale) > 0) {
+            }
+            in = open(in_path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+            if (in >= 0) {
+                size_t len = strlen(cmd);
+                char line[600];
+                snprintf(line, sizeof line, "%s\n", cmd);
+                if (fifo_write(in, line, len + 1))
+                    break;
+                close(in);
+                in = -1;
+                why = "the control FIFO closed while writing";
+            } else {
+                why = errno == ENXIO ? "nobody reads the control FIFO" : "cannot open the control FIFO";
+            }
+        }
+        if (now_ms() >= end) {
+            if (out >= 0)
+                close(out);
+            fail_msg("%s did not answer '%s' within %d ms: %s (%s)", who, cmd, FIU_WAIT_MS, why, in_path);
+            return -1;
+        }
+        sleep_ms(5);
+    }
+
+    char buf[64];
+    size_t got = 0;
+    bool done = false;
+    while (!done) {
+        int64_t left = end - now_ms();
+        struct pollfd pfd = {.fd = out, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) == 0)
+            break;
+        ssize_t r = read(out, buf + got, sizeof buf - 1 - got);
+        if (r > 0) {
+            got += (size_t)r;
+            done = memchr(buf, '\n', got) != NULL || got == sizeof buf - 1;
+        } else if (r == 0) {
+            /* No writer (yet, or the previous reply's writer closed: libfiu opens
+               .out per reply). A busy service answers later: wait, do not give up. */
+            sleep_ms(2);
+        } else if (errno != EAGAIN && errno != EINTR) {
+            break;
+        }
+    }
+    close(in);
+    close(out);
+    buf[got] = '\0';
+    if (!done) {
+        fail_msg("%s did not answer '%s' within %d ms (got '%s'); is it stopped or stuck? (%s)", who, cmd,
+                 FIU_WAIT_MS, buf, out_path);
+        return -1;
+    }
+    *reply = atoi(buf);
+    return 0;
+}
+
+/* A point name goes into a "name=...," parameter list: no separators in it. */
+static bool good_point(const char *point)
+{
+    return point != NULL && *point != '\0' && strlen(point) < 256 && strpbrk(point, ", \t\r\n=") == NULL;
+}
+
+/* Sends `cmd` to every live instance. A "-1" answer fails unless `minus_one_ok`. */
+static int fiu_all(supervisor_t *sv, const char *name, const char *cmd, bool minus_one_ok)
+{
+    int n;
+    supervised_service_t *s = find_or_complain(sv, name, &n);
+    if (s == NULL)
+        return -1;
+    int live = 0;
+    for (int i = 0; i < n; i++) {
+        if (!alive(&s[i]))
+            continue;
+        if (s[i].paused) {
+            /* A stopped process cannot answer; its reply would later pair with another command. */
+            fail_msg("%s (instance %d) is paused: resume it before '%s'", name, s[i].instance, cmd);
+            return -1;
+        }
+        int reply = 0;
+        if (fiu_command(sv, &s[i], cmd, &reply) != 0)
+            return -1;
+        if (reply != 0 && !minus_one_ok) {
+            fail_msg("%s (instance %d) refused '%s' (libfiu answered %d)", name, s[i].instance, cmd, reply);
+            return -1;
+        }
+        live++;
+    }
+    if (live == 0) {
+        fail_msg("no live instance of %s for '%s'", name, cmd);
+        return -1;
+    }
+    return 0;
+}
+
+int supervisor_fault_enable(supervisor_t *sv, const char *name, const char *point, int failnum,
+                            double probability)
+{
+    if (!good_point(point) || failnum < 1 || !(probability > 0.0)) {
+        fail_msg("%s: bad fault point '%s' (failnum %d, probability %g)", name, point != NULL ? point : "(null)",
+                 failnum, probability);
+        return -1;
+    }
+    char cmd[400];
+    if (probability < 1.0)
+        snprintf(cmd, sizeof cmd, "enable_random name=%s,failnum=%d,probability=%.6f", point, failnum,
+                 probability);
+    else
+        snprintf(cmd, sizeof cmd, "enable name=%s,failnum=%d", point, failnum);
+    return fiu_all(sv, name, cmd, false);
+}
+
+int supervisor_fault_disable(supervisor_t *sv, const char *name, const char *point)
+{
+    if (!good_point(point)) {
+        fail_msg("%s: bad fault point '%s'", name, point != NULL ? point : "(null)");
+        return -1;
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "disable name=%s", point);
+    /* libfiu answers -1 for a point that is not enabled (never was, or its count ran out, or the
+     * instance restarted since): what was asked for holds, so that is no failure. */
+    return fiu_all(sv, name, cmd, true);
+}
+
+/* ------------------------------------------------------------------ */
+/* Logs                                                                */
+/* ------------------------------------------------------------------ */
+
+typedef struct text {
+    char *p;
+    size_t len, cap;
+} text_t;
+
+static bool text_add(text_t *t, const char *s, size_t n)
+{
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = t->cap != 0 ? t->cap : 1024;
+        while (t->len + n + 1 > cap)
+            cap *= 2;
+        char *p = realloc(t->p, cap);
+        if (p == NULL)
+            return false;
+        t->p = p;
+        t->cap = cap;
+    }
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = '\0';
+    return true;
+}
+
+/* Appends the last `lines` lines of `path`, each as "<who>| line\n". */
+static bool tail_file(text_t *t, const char *path, const char *who, int lines)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true; /* never started, or nothing written yet */
+    struct stat st;
+    char *buf = NULL;
+    ssize_t got = 0;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+        off_t from = st.st_size > LOG_TAIL_BYTES ? st.st_size - LOG_TAIL_BYTES : 0;
+        size_t want = (size_t)(st.st_size - from);
+        buf = malloc(want);
+        if (buf != NULL)
+            got = pread(fd, buf, want, from);
+    }
+    close(fd);
+    if (buf == NULL || got <= 0) {
+        free(buf);
+        return true;
+    }
+    size_t end = (size_t)got;
+    if (buf[end - 1] == '\n')
+        end--;
+    size_t start = end;
+    for (int seen = 0; start > 0; start--)
+        if (buf[start - 1] == '\n' && ++seen == lines)
+            break;
+    bool ok = true;
+    for (size_t i = start; ok && i <= end;) {
+        const char *nl = memchr(buf + i, '\n', end - i);
+        size_t len = nl != NULL ? (size_t)(nl - (buf + i)) : end - i;
+        ok = text_add(t, who, strlen(who)) && text_add(t, "| ", 2) && text_add(t, buf + i, len) &&
+             text_add(t, "\n", 1);
+        i += len + 1;
+    }
+    free(buf);
+    return ok;
+}
+
+char *supervisor_log_tail(supervisor_t *sv, const char *name, int lines)
+{
+    int n;
+    supervised_service_t *s = supervisor_find(sv, name, &n);
+    if (s == NULL || lines <= 0)
+        return NULL;
+    text_t t = {0};
+    for (int i = 0; i < n; i++) {
+        char who[48];
+        display_name(who, sizeof who, &s[i]);
+        if (!tail_file(&t, s[i].log_path, who, lines)) {
+            free(t.p);
+            return NULL;
+        }
+    }
+    return t.p; /* NULL when no log had a line */
+}
+
+/* ------------------------------------------------------------------ */
+/* Stop                                                                */
+/* ------------------------------------------------------------------ */
+
+void supervisor_stop(supervisor_t *sv, bool keep)
+{
+    /* A stopped process does not act on SIGTERM: continue the paused ones first. And heal every
+     * link, so that a graceful drain is not held up by a cut the scenario left in place. */
+    for (int i = 0; i < sv->n_svc; i++) {
+        supervised_service_t *s = &sv->svc[i];
+        if (s->proxy != NULL)
+            fault_proxy_set(s->proxy, FAULT_PROXY_PASS, 0);
+        if (!alive(s))
+            continue;
+        if (s->paused) {
+            lab_process_signal(&s->proc, SIGCONT);
+            s->paused = false;
+        }
+        lab_process_signal(&s->proc, SIGTERM);
+    }
+    /* Let them drain through their proxies. */
+    int64_t end = now_ms() + STOP_WAIT_MS;
+    for (;;) {
+        int running = 0;
+        for (int i = 0; i < sv->n_svc; i++)
+            running += alive(&sv->svc[i]) ? 1 : 0;
+        if (running == 0 || now_ms() >= end)
+            break;
+        sleep_ms(10);
+    }
+    for (int i = 0; i < sv->n_svc; i++) {
+        kill_instance(&sv->svc[i]);
+        fault_proxy_stop(sv->svc[i].proxy);
+        sv->svc[i].proxy = NULL;
+    }
+    if (sv->nc != NULL) {
+        natsConnection_Destroy(sv->nc);
+        sv->nc = NULL;
+    }
+    pid_t nats_pid = sv->nats.pid;
+    if (keep)
+        embedded_nats_kill(&sv->nats); /* the folder stays: logs, databases, JetStream store */
+    else
+        embedded_nats_stop(&sv->nats);
+    emergency_unregister(nats_pid);
+}

@@ -1,0 +1,85 @@
+/*
+ * supervisor.h -- what a scenario runs on: an embedded nats-server, the
+ * example services as child processes (each behind its own fault proxy),
+ * and the means to hurt them: kill -9, pause/resume, restart, cut/heal
+ * the connection, restart NATS, enable/disable fault points at run time.
+ *
+ * Nothing it starts outlives it: children get PR_SET_PDEATHSIG(SIGKILL)
+ * and their own process group, and supervisor_stop() (also called from
+ * the runner's SIGTERM/SIGINT handling) kills what is left.
+ */
+#ifndef SUPERVISOR_H
+#define SUPERVISOR_H
+
+#include <nats/nats.h>
+#include <stdbool.h>
+
+#include "embedded_nats.h"
+#include "fault_proxy.h"
+#include "process.h"
+
+#define SUPERVISOR_MAX_SERVICES 8
+
+typedef struct supervised_service {
+    char name[32];          /* "orders"; instance k>0 is "orders#k" in logs          */
+    int instance;
+    char db_path[512];      /* shared by the instances of one service                */
+    char log_path[512];
+    char faults[1024];      /* NATOMIC_FAULTS for the first start ("" none)          */
+    fault_proxy_t *proxy;   /* between this process and NATS                          */
+    lab_process_t proc;
+    bool paused;
+} supervised_service_t;
+
+typedef struct supervisor {
+    embedded_nats_t nats;
+    char dir[256];          /* = nats.dir: databases, logs                          */
+    unsigned long long seed;/* NATOMIC_FAULT_SEED for the services                  */
+    supervised_service_t svc[SUPERVISOR_MAX_SERVICES];
+    int n_svc;
+    natsConnection *nc;     /* the supervisor's own client (direct, no proxy)       */
+} supervisor_t;
+
+/* Starts NATS (JetStream in a temp folder) and connects. 0 or -1 with a message. */
+int supervisor_start(supervisor_t *sv, unsigned long long seed);
+
+/*
+ * Adds and starts `instances` processes of a service (build-tree binary
+ * ../services/<name>/<name> beside the running program), each behind a new
+ * fault proxy, with NATOMIC_FAULTS=`faults` (may be NULL) and
+ * NATOMIC_FAULT_SEED=seed; waits until $SRV.PING.<name> answers (10 s).
+ * $NATOMIC_SERVICES_DIR, when set, replaces that folder: <dir>/<name>/<name>.
+ */
+int supervisor_add_service(supervisor_t *sv, const char *name, int instances, const char *faults);
+
+/* Every instance of the named service (count in *n); NULL if unknown. */
+supervised_service_t *supervisor_find(supervisor_t *sv, const char *name, int *n);
+
+/* Process faults on every instance of a service. 0 or -1 with a message. */
+int supervisor_kill(supervisor_t *sv, const char *name);       /* SIGKILL, reaped           */
+int supervisor_restart(supervisor_t *sv, const char *name);    /* start again, no faults, wait ping */
+int supervisor_pause(supervisor_t *sv, const char *name);      /* SIGSTOP                   */
+int supervisor_resume(supervisor_t *sv, const char *name);     /* SIGCONT                   */
+/* Connection faults on every instance's proxy. */
+int supervisor_link(supervisor_t *sv, const char *name, fault_proxy_mode_t mode, int delay_ms);
+/* NATS restart: stop the server, start it again on the same port and store. */
+int supervisor_restart_nats(supervisor_t *sv);
+/*
+ * Run-time fault points through libfiu's remote control (what fiu-ctrl
+ * does): "enable name=<point>,failnum=<n>" / "disable name=<point>" to
+ * every live instance. 0 or -1 with a message.
+ */
+int supervisor_fault_enable(supervisor_t *sv, const char *name, const char *point, int failnum,
+                            double probability);
+int supervisor_fault_disable(supervisor_t *sv, const char *name, const char *point);
+
+/* The last `lines` lines of a service's logs (all instances), malloc'ed; NULL if none. */
+char *supervisor_log_tail(supervisor_t *sv, const char *name, int lines);
+
+/* Stops everything (services SIGTERM then SIGKILL, proxies, NATS, folder unless keep). */
+void supervisor_stop(supervisor_t *sv, bool keep);
+
+/* Kills every child this process started (async-signal-safe): for signal handlers. */
+void supervisor_emergency_kill(void);
+
+#endif

@@ -1,0 +1,406 @@
+/*
+ * test_report.c -- the timeline and the report drawn from it.
+ *
+ * Proves: the timeline keeps entries in time order, cuts long strings
+ * without splitting a UTF-8 character, stays bounded at 20000 entries
+ * (counting the rest) and takes adds from several threads; the report
+ * writes index and per-scenario pages (Markdown and HTML) into a folder it
+ * creates; the Mermaid block has one arrow or note per entry with
+ * Mermaid's syntax characters escaped; the HTML page is self-contained (an
+ * inline SVG, no script, no http(s) address) and escapes recorded text;
+ * a failed check is a red row; the summary links every page; a long
+ * timeline is cut to a readable diagram that still has every fault and
+ * compensation; an unwritable folder is an error with a message. Memory
+ * is checked by the valgrind setup.
+ */
+#include <check.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "report.h"
+#include "timeline.h"
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_tree(const char *dir)
+{
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void make_temp_dir(char *out, size_t cap)
+{
+    const char *base = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
+    snprintf(out, cap, "%s/natomic-report-XXXXXX", base);
+    ck_assert_msg(mkdtemp(out) != NULL, "mkdtemp %s failed", out);
+}
+
+/* The whole file as a string (freed by the caller), or NULL. */
+static char *slurp(const char *dir, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)len + 1);
+    ck_assert_ptr_nonnull(buf);
+    size_t got = fread(buf, 1, (size_t)len, f);
+    buf[got] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+#define ASSERT_HAS(hay, needle) ck_assert_msg(strstr((hay), (needle)) != NULL, "missing: %s", (needle))
+#define ASSERT_LACKS(hay, needle) ck_assert_msg(strstr((hay), (needle)) == NULL, "unexpected: %s", (needle))
+
+/* The story every report test tells: an order whose reservation fails. */
+static void order_story(timeline_t *tl)
+{
+    timeline_add(tl, TL_CALL, "lab", "orders", false, "Place {\"sku\":\"book\",\"qty\":2}");
+    timeline_add(tl, TL_CALL, "orders", "inventory", false, "Reserve {\"qty\":2}");
+    timeline_add(tl, TL_FAULT, "lab", "inventory", true, "inventory.reserve=error");
+    timeline_add(tl, TL_REPLY, "inventory", "orders", true, "OUT_OF_STOCK");
+    timeline_add(tl, TL_COMPENSATION, "orders", "payments", false, "Refund o-1");
+    timeline_add(tl, TL_REPLY, "payments", "orders", false, "ok");
+    timeline_add(tl, TL_EVENT, "orders", "events", false, "order_failed");
+    timeline_add(tl, TL_DEAD_LETTER, "orders", "orders", true, "Refund o-2");
+    timeline_add(tl, TL_NOTE, "lab", "lab", false, "a<b & \"c\"; #1\nline2");
+    timeline_add(tl, TL_FAULT, "lab", "inventory", false, "restart");
+}
+
+static const report_check_t story_checks[] = {
+    {.name = "reply is OUT_OF_STOCK", .ok = true, .detail = ""},
+    {.name = "stock <conserved>", .ok = false, .detail = "expected 10, got 8 & \"more\""},
+};
+
+static report_scenario_t story_scenario(const timeline_t *tl)
+{
+    return (report_scenario_t){.name = "place",
+                               .group = "saga",
+                               .about = "Reservation fails. The order is rolled back.",
+                               .path = "scenarios/saga/place.yaml",
+                               .seed = 42,
+                               .replay = "natomic-lab run scenarios/saga/place.yaml --seed 42",
+                               .duration_s = 1.25,
+                               .checks = story_checks,
+                               .n_checks = 2,
+                               .timeline = tl,
+                               .log_excerpt = "orders: <rollback> started\n"};
+}
+
+/* ---- timeline ------------------------------------------------------------ */
+
+START_TEST(timeline_keeps_order_and_cuts_safely)
+{
+    timeline_t tl;
+    timeline_init(&tl);
+    char long_label[400];
+    memset(long_label, 'x', sizeof long_label - 1);
+    long_label[sizeof long_label - 1] = '\0';
+    /* 150 two-byte characters: 300 bytes, cut at the 199-byte field. */
+    char accents[301] = "";
+    for (int i = 0; i < 150; i++)
+        strcat(accents, "\xc3\xa9");
+    timeline_add(&tl, TL_CALL, "lab", "a-very-long-participant-name-beyond-32-bytes", false, "%s", long_label);
+    timeline_add(&tl, TL_NOTE, NULL, NULL, false, "%s", accents);
+    timeline_add(&tl, TL_EVENT, "orders", "events", false, "n=%d", 7);
+    ck_assert_uint_eq(tl.count, 3);
+    ck_assert_uint_eq(tl.dropped, 0);
+    ck_assert_uint_eq(strlen(tl.items[0].label), sizeof tl.items[0].label - 1);
+    ck_assert_uint_eq(strlen(tl.items[0].to), sizeof tl.items[0].to - 1);
+    ck_assert_str_eq(tl.items[1].from, "");
+    size_t len = strlen(tl.items[1].label);
+    ck_assert_uint_eq(len, 198); /* 99 whole characters, not 99.5 */
+    ck_assert_int_eq((unsigned char)tl.items[1].label[len - 2], 0xc3);
+    ck_assert_str_eq(tl.items[2].label, "n=7");
+    ck_assert_int_eq(tl.items[2].kind, TL_EVENT);
+    for (size_t i = 1; i < tl.count; i++)
+        ck_assert_int_ge(tl.items[i].t_us, tl.items[i - 1].t_us);
+    ck_assert_int_ge(tl.items[0].t_us, 0);
+    timeline_free(&tl);
+}
+END_TEST
+
+START_TEST(timeline_is_bounded)
+{
+    timeline_t tl;
+    timeline_init(&tl);
+    for (int i = 0; i < 20005; i++)
+        timeline_add(&tl, TL_CALL, "lab", "orders", false, "call %d", i);
+    ck_assert_uint_eq(tl.count, 20000);
+    ck_assert_uint_eq(tl.dropped, 5);
+    ck_assert_str_eq(tl.items[19999].label, "call 19999");
+    timeline_free(&tl);
+}
+END_TEST
+
+static void *add_many(void *arg)
+{
+    for (int i = 0; i < 1000; i++)
+        timeline_add(arg, TL_EVENT, "orders", "events", false, "e%d", i);
+    return NULL;
+}
+
+START_TEST(timeline_takes_adds_from_threads)
+{
+    timeline_t tl;
+    timeline_init(&tl);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, add_many, &tl), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_uint_eq(tl.count, 4000);
+    for (size_t i = 1; i < tl.count; i++)
+        ck_assert_int_ge(tl.items[i].t_us, tl.items[i - 1].t_us);
+    timeline_free(&tl);
+}
+END_TEST
+
+/* ---- report -------------------------------------------------------------- */
+
+START_TEST(report_writes_every_page)
+{
+    char tmp[512], dir[600], err[256] = "";
+    make_temp_dir(tmp, sizeof tmp);
+    snprintf(dir, sizeof dir, "%s/a/b/report", tmp); /* mkdir -p */
+    timeline_t tl;
+    timeline_init(&tl);
+    order_story(&tl);
+    report_scenario_t s[2] = {story_scenario(&tl),
+                              {.name = "plain", .group = "", .about = "No group.", .replay = "natomic-lab run x"}};
+    ck_assert_msg(report_write(dir, s, 2, err, sizeof err) == 0, "report_write: %s", err);
+    const char *names[] = {"index.html", "index.md", "saga-place.html", "saga-place.md", "plain.html", "plain.md"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        ck_assert_msg(access(path, R_OK) == 0, "%s was not written", path);
+    }
+    /* Written again over itself: still fine, nothing temporary left. */
+    ck_assert_msg(report_write(dir, s, 2, err, sizeof err) == 0, "report_write: %s", err);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "test -z \"$(find '%s' -name '*.tmp')\"", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    timeline_free(&tl);
+    remove_tree(tmp);
+}
+END_TEST
+
+START_TEST(markdown_has_escaped_mermaid)
+{
+    char dir[512], err[256] = "";
+    make_temp_dir(dir, sizeof dir);
+    timeline_t tl;
+    timeline_init(&tl);
+    order_story(&tl);
+    report_scenario_t s = story_scenario(&tl);
+    ck_assert_msg(report_write(dir, &s, 1, err, sizeof err) == 0, "report_write: %s", err);
+    char *md = slurp(dir, "saga-place.md");
+    ck_assert_ptr_nonnull(md);
+    ASSERT_HAS(md, "# saga / place");
+    ASSERT_HAS(md, "Reservation fails. The order is rolled back.");
+    ASSERT_HAS(md, "| Seed | 42 |");
+    ASSERT_HAS(md, "natomic-lab run scenarios/saga/place.yaml --seed 42");
+    ASSERT_HAS(md, "| Duration | 1.25 s |");
+    ASSERT_HAS(md, "| ok | reply is OUT_OF_STOCK |");
+    ASSERT_HAS(md, "| **FAIL** | stock &lt;conserved&gt; | expected 10, got 8 &amp; \"more\" |");
+    ASSERT_HAS(md, "```mermaid\nsequenceDiagram\n"
+                   "    participant lab\n    participant orders\n    participant inventory\n"
+                   "    participant payments\n    participant events\n");
+    ASSERT_HAS(md, "    lab->>orders: Place {\"sku\":\"book\",\"qty\":2}\n");
+    ASSERT_HAS(md, "    orders->>inventory: Reserve {\"qty\":2}\n");
+    ASSERT_HAS(md, "Note over inventory: FAULT inventory.reserve=error\n");
+    ASSERT_HAS(md, "inventory-->>orders: ERR OUT_OF_STOCK\n");
+    ASSERT_HAS(md, "    orders->>payments: undo: Refund o-1\n");
+    ASSERT_HAS(md, "    payments-->>orders: ok\n");
+    ASSERT_HAS(md, "    orders-)events: order_failed\n");
+    ASSERT_HAS(md, "Note over orders: dead letter: Refund o-2\n");
+    ASSERT_HAS(md, "    Note over lab: a#lt;b #amp; \"c\"#59; #35;1<br/>line2\n");
+    ASSERT_HAS(md, "    Note over inventory: heal: restart\n");
+    ASSERT_HAS(md, "orders: <rollback> started");
+    /* Every entry is in the diagram once; the block is closed. */
+    ck_assert_uint_eq(count_of(md, "->>") + count_of(md, "-)") + count_of(md, "Note over"), 10);
+    ck_assert_uint_eq(count_of(md, "```mermaid"), 1);
+    ASSERT_LACKS(md, "left out");
+    char *index = slurp(dir, "index.md");
+    ck_assert_ptr_nonnull(index);
+    ASSERT_HAS(index, "[place](saga-place.md)");
+    ASSERT_HAS(index, "**1 scenarios: 0 passed, 1 failed.**");
+    ASSERT_HAS(index, "| **FAIL** | saga |");
+    free(index);
+    free(md);
+    timeline_free(&tl);
+    remove_tree(dir);
+}
+END_TEST
+
+START_TEST(html_is_self_contained_and_escaped)
+{
+    char dir[512], err[256] = "";
+    make_temp_dir(dir, sizeof dir);
+    timeline_t tl;
+    timeline_init(&tl);
+    order_story(&tl);
+    report_scenario_t s = story_scenario(&tl);
+    ck_assert_msg(report_write(dir, &s, 1, err, sizeof err) == 0, "report_write: %s", err);
+    char *html = slurp(dir, "saga-place.html");
+    ck_assert_ptr_nonnull(html);
+    ASSERT_HAS(html, "<!DOCTYPE html>");
+    ASSERT_HAS(html, "<svg");
+    ASSERT_LACKS(html, "<script");
+    ASSERT_LACKS(html, "http://");
+    ASSERT_LACKS(html, "https://");
+    ASSERT_LACKS(html, "<link");
+    ASSERT_LACKS(html, "@import");
+    ASSERT_HAS(html, "a&lt;b &amp; &quot;c&quot;; #1 line2");
+    ASSERT_LACKS(html, "a<b");
+    ASSERT_HAS(html, "<code>natomic-lab run scenarios/saga/place.yaml --seed 42</code>");
+    ASSERT_HAS(html, "<tr class=\"fail\"><td class=\"res\">FAIL</td><td>stock &lt;conserved&gt;</td>");
+    ASSERT_HAS(html, "expected 10, got 8 &amp; &quot;more&quot;");
+    ASSERT_HAS(html, "<tr class=\"ok\"><td class=\"res\">ok</td><td>reply is OUT_OF_STOCK</td>");
+    ASSERT_HAS(html, "orders: &lt;rollback&gt; started");
+    /* The drawing: one arrow per call, reply, compensation, event; boxes for the rest. */
+    ck_assert_uint_eq(count_of(html, "<line class=\""), 6);
+    ck_assert_uint_eq(count_of(html, "class=\"err dash\""), 1);
+    ck_assert_uint_eq(count_of(html, "class=\"comp\""), 1);
+    ck_assert_uint_eq(count_of(html, "class=\"evt\""), 1);
+    ck_assert_uint_eq(count_of(html, "<g class=\"b-fault\">"), 1);
+    ck_assert_uint_eq(count_of(html, "<g class=\"b-heal\">"), 1);
+    ck_assert_uint_eq(count_of(html, "<g class=\"b-dead\">"), 1);
+    ck_assert_uint_eq(count_of(html, "<g class=\"b-note\">"), 1);
+    ASSERT_HAS(html, "FAULT inventory.reserve=error");
+    ASSERT_HAS(html, "undo: Refund o-1");
+    ASSERT_HAS(html, "ERR OUT_OF_STOCK");
+    char *index = slurp(dir, "index.html");
+    ck_assert_ptr_nonnull(index);
+    ASSERT_HAS(index, "<a href=\"saga-place.html\">place</a>");
+    ASSERT_HAS(index, "<tr class=\"fail\">");
+    ASSERT_HAS(index, "Reservation fails.");
+    ASSERT_LACKS(index, "rolled back"); /* the first sentence only */
+    ASSERT_LACKS(index, "<script");
+    ASSERT_LACKS(index, "http://");
+    ASSERT_LACKS(index, "https://");
+    free(index);
+    free(html);
+    timeline_free(&tl);
+    remove_tree(dir);
+}
+END_TEST
+
+START_TEST(long_timeline_is_capped_keeping_faults)
+{
+    char dir[512], err[256] = "";
+    make_temp_dir(dir, sizeof dir);
+    timeline_t tl;
+    timeline_init(&tl);
+    for (int i = 0; i < 2000; i++) {
+        timeline_add(&tl, TL_CALL, "lab", "orders", false, "Place o-%d", i);
+        if (i == 700 || i == 1500 || i == 1999)
+            timeline_add(&tl, TL_FAULT, "lab", "inventory", true, "kill-%d", i);
+        if (i == 1200 || i == 1800)
+            timeline_add(&tl, TL_COMPENSATION, "orders", "inventory", false, "Release o-%d", i);
+    }
+    report_scenario_t s = {.name = "many", .group = "load", .about = "Many orders.", .replay = "x",
+                           .timeline = &tl};
+    ck_assert_msg(report_write(dir, &s, 1, err, sizeof err) == 0, "report_write: %s", err);
+    char *md = slurp(dir, "load-many.md");
+    char *html = slurp(dir, "load-many.html");
+    ck_assert_ptr_nonnull(md);
+    ck_assert_ptr_nonnull(html);
+    const char *kept[] = {"FAULT kill-700", "FAULT kill-1500", "FAULT kill-1999", "undo: Release o-1200",
+                          "undo: Release o-1800"};
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) {
+        ASSERT_HAS(md, kept[i]);
+        ASSERT_HAS(html, kept[i]);
+    }
+    size_t arrows = count_of(md, "lab->>orders: Place");
+    ck_assert_uint_eq(arrows, 400 - 5);
+    ASSERT_HAS(md, "lab->>orders: Place o-0\n");
+    ASSERT_LACKS(md, "Place o-1999\n");
+    ASSERT_HAS(md, "showing 400 of 2005 entries");
+    ASSERT_HAS(md, "entries left out");
+    ASSERT_HAS(html, "Showing 400 of 2005 entries");
+    ASSERT_HAS(html, "entries not shown");
+    ck_assert_uint_eq(count_of(html, "<line class=\"call\""), 400 - 5);
+    free(md);
+    free(html);
+    timeline_free(&tl);
+    remove_tree(dir);
+}
+END_TEST
+
+START_TEST(unwritable_folder_is_an_error)
+{
+    char dir[512], file[600], under[700], err[256] = "";
+    make_temp_dir(dir, sizeof dir);
+    snprintf(file, sizeof file, "%s/plain-file", dir);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    snprintf(under, sizeof under, "%s/report", file);
+    report_scenario_t s = {.name = "x", .replay = "x"};
+    ck_assert_int_eq(report_write(under, &s, 1, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "plain-file") != NULL, "the error names the path: %s", err);
+    ck_assert_int_eq(report_write(file, &s, 1, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "not a folder") != NULL, "err: %s", err);
+    /* An empty run and a scenario without a timeline still make pages. */
+    snprintf(under, sizeof under, "%s/empty", dir);
+    ck_assert_msg(report_write(under, &s, 1, err, sizeof err) == 0, "report_write: %s", err);
+    char *html = slurp(under, "x.html");
+    ck_assert_ptr_nonnull(html);
+    ASSERT_HAS(html, "nothing was recorded");
+    free(html);
+    ck_assert_msg(report_write(under, NULL, 0, err, sizeof err) == 0, "report_write: %s", err);
+    remove_tree(dir);
+}
+END_TEST
+
+static Suite *report_suite(void)
+{
+    Suite *s = suite_create("report");
+    TCase *t = tcase_create("timeline");
+    tcase_add_test(t, timeline_keeps_order_and_cuts_safely);
+    tcase_add_test(t, timeline_is_bounded);
+    tcase_add_test(t, timeline_takes_adds_from_threads);
+    suite_add_tcase(s, t);
+    TCase *r = tcase_create("report");
+    tcase_add_test(r, report_writes_every_page);
+    tcase_add_test(r, markdown_has_escaped_mermaid);
+    tcase_add_test(r, html_is_self_contained_and_escaped);
+    tcase_add_test(r, long_timeline_is_capped_keeping_faults);
+    tcase_add_test(r, unwritable_folder_is_an_error);
+    suite_add_tcase(s, r);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(report_suite());
+    srunner_run_all(sr, CK_ENV);
+    srunner_free(sr);
+    return 0;
+}
