@@ -11,6 +11,8 @@
 #include "sqlite_tx.h"
 
 #include <sqlite3.h>
+
+#include <natomic.h>
 #include <stdio.h>
 
 int sqlite_tx_open(sqlite3 **out, const char *path, const char *service)
@@ -66,4 +68,30 @@ int sqlite_tx_finish(sqlite3_stmt *st, int rc)
     while (rc == SQLITE_ROW)
         rc = sqlite3_step(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+#define BARRIER_RETENTION_S (7 * 24 * 3600)
+
+void *sqlite_tx_open_participant(const char *path, const char *service)
+{
+    sqlite3 *db = NULL;
+    if (sqlite_tx_open(&db, path, service) != 0)
+        return NULL;
+    int64_t swept = 0;
+    natomic_status_t st = natomic_barrier_init(db);
+    if (st == NATOMIC_OK)
+        st = natomic_barrier_sweep(&swept, db, BARRIER_RETENTION_S);
+    if (st != NATOMIC_OK) {
+        fprintf(stderr, "%s: cannot prepare the barrier in %s: %s\n", service, path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return NULL;
+    }
+    if (swept > 0)
+        fprintf(stderr, "%s: swept %lld barrier rows older than 7 days\n", service, (long long)swept);
+    return db;
+}
+
+void sqlite_tx_close(void *db)
+{
+    sqlite3_close(db);
 }

@@ -24,6 +24,16 @@ struct sqlite3_stmt;
 int sqlite_tx_open(struct sqlite3 **out, const char *path, const char *service);
 
 /*
+ * sqlite_tx_open() for a saga participant: also creates the barrier table
+ * and sweeps barrier rows older than a week (no retry lives that long).
+ * NULL after a message on stderr. Shaped for service_def_t.open.
+ */
+void *sqlite_tx_open_participant(const char *path, const char *service);
+
+/* sqlite3_close() shaped for service_def_t.close. */
+void sqlite_tx_close(void *db);
+
+/*
  * Enters the connection's mutex and runs BEGIN IMMEDIATE (the write lock
  * is taken now, so the transaction cannot fail later for lack of it).
  * SQLITE_OK: the caller holds both and must end with sqlite_tx_commit()

@@ -5,50 +5,42 @@
  *     conversions --nats nats://127.0.0.1:4222 --db conversions.db
  * See conversions_service.c for what it teaches.
  */
-#include <stdio.h>
-
 #include <natomic.h>
 
 #include "conversions_service.h"
-#include "service_options.h"
+#include "service_main.h"
 
 static const char about[] =
     "conversions: converts inches to centimetres over NATS (conversions.inches_to_cm).\n"
     "Each conversion is saved in SQLite; a failed call rolls its save back, and\n"
     "events.conversions.converted is published only after a call succeeded.";
 
+static void *open_state(const char *db_path)
+{
+    conversions_store_t *state = NULL;
+    return conversions_store_open(&state, db_path) == 0 ? state : NULL;
+}
+
+static void close_state(void *state)
+{
+    conversions_store_close(state);
+}
+
+static natomic_status_t register_methods(natomic_service_t *svc, void *state)
+{
+    return conversions_service_register(svc, state);
+}
+
+static const service_def_t service = {
+    .name = "conversions",
+    .about = about,
+    .description = "Converts inches to centimetres; the seed's rollback and dispatch examples",
+    .open = open_state,
+    .close = close_state,
+    .register_methods = register_methods,
+};
+
 int main(int argc, char **argv)
 {
-    service_options_t opt;
-    int exit_now = 0;
-    int rc = service_options_parse(&opt, argc, argv, "conversions", about, &exit_now);
-    if (exit_now)
-        return rc;
-
-    conversions_store_t *store = NULL;
-    if (conversions_store_open(&store, opt.db_path) != 0)
-        return 1;
-    natsConnection *nc = NULL;
-    natomic_service_t *svc = NULL;
-    natomic_status_t st = natomic_connect(&nc, opt.nats_url, NULL);
-    if (st == NATOMIC_OK) {
-        natomic_service_config_t cfg = {
-            .name = "conversions",
-            .version = NATOMIC_VERSION,
-            .description = "Converts inches to centimetres; the seed's rollback and dispatch examples",
-            .max_workers = opt.workers,
-        };
-        st = natomic_service_new(&svc, nc, &cfg);
-    }
-    if (st == NATOMIC_OK)
-        st = conversions_service_register(svc, store);
-    if (st == NATOMIC_OK)
-        st = natomic_service_run(svc);
-    if (st != NATOMIC_OK)
-        fprintf(stderr, "conversions: %s (%s)\n", natomic_strerror(st), opt.nats_url);
-    natomic_service_destroy(svc);
-    natsConnection_Destroy(nc);
-    conversions_store_close(store);
-    nats_Close();
-    return st == NATOMIC_OK ? 0 : 1;
+    return service_main(argc, argv, &service);
 }

@@ -20,13 +20,11 @@
  *
  *     orders --nats nats://127.0.0.1:4222 --db orders.db
  */
-#include <stdio.h>
-
 #include <natomic.h>
 
 #include "orders_service.h"
 #include "orders_store.h"
-#include "service_options.h"
+#include "service_main.h"
 
 static const char about[] =
     "orders: the saga orchestrator. orders.create_order saves the order, reserves stock\n"
@@ -35,38 +33,32 @@ static const char about[] =
     "order cancelled) and the caller gets the original error (OutOfStock, PaymentDeclined).\n"
     "events.orders.order_created leaves only for confirmed orders. orders.get_order reads one.";
 
+static void *open_state(const char *db_path)
+{
+    struct sqlite3 *state = NULL;
+    return orders_store_open(&state, db_path) == 0 ? state : NULL;
+}
+
+static void close_state(void *state)
+{
+    orders_store_close(state);
+}
+
+static natomic_status_t register_methods(natomic_service_t *svc, void *state)
+{
+    return orders_service_register(svc, state);
+}
+
+static const service_def_t service = {
+    .name = "orders",
+    .about = about,
+    .description = "The order saga: reserve stock, charge, confirm; compensate on failure",
+    .open = open_state,
+    .close = close_state,
+    .register_methods = register_methods,
+};
+
 int main(int argc, char **argv)
 {
-    service_options_t opt;
-    int exit_now = 0;
-    int rc = service_options_parse(&opt, argc, argv, "orders", about, &exit_now);
-    if (exit_now)
-        return rc;
-
-    struct sqlite3 *db = NULL;
-    if (orders_store_open(&db, opt.db_path) != 0)
-        return 1;
-    natsConnection *nc = NULL;
-    natomic_service_t *svc = NULL;
-    natomic_status_t st = natomic_connect(&nc, opt.nats_url, NULL);
-    if (st == NATOMIC_OK) {
-        natomic_service_config_t cfg = {
-            .name = "orders",
-            .version = NATOMIC_VERSION,
-            .description = "The order saga: reserve stock, charge, confirm; compensate on failure",
-            .max_workers = opt.workers,
-        };
-        st = natomic_service_new(&svc, nc, &cfg);
-    }
-    if (st == NATOMIC_OK)
-        st = orders_service_register(svc, db);
-    if (st == NATOMIC_OK)
-        st = natomic_service_run(svc);
-    if (st != NATOMIC_OK)
-        fprintf(stderr, "orders: %s (%s)\n", natomic_strerror(st), opt.nats_url);
-    natomic_service_destroy(svc);
-    natsConnection_Destroy(nc);
-    orders_store_close(db);
-    nats_Close();
-    return st == NATOMIC_OK ? 0 : 1;
+    return service_main(argc, argv, &service);
 }

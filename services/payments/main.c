@@ -23,18 +23,11 @@
  *
  *     payments --nats nats://127.0.0.1:4222 --db payments.db
  */
-#include <inttypes.h>
-#include <sqlite3.h>
-#include <stdio.h>
-
 #include <natomic.h>
 
 #include "payments_service.h"
-#include "service_options.h"
 #include "sqlite_tx.h"
-
-/* Barrier rows older than this are swept at start: no retry lives that long. */
-#define BARRIER_RETENTION_S (7 * 24 * 3600)
+#include "service_main.h"
 
 static const char about[] =
     "payments: customer balances and charges per order, over NATS\n"
@@ -42,52 +35,26 @@ static const char about[] =
     "are idempotent through the barrier: duplicates are applied once, a refund before its\n"
     "charge is a null compensation, and a charge after its refund is refused.";
 
+static void *open_state(const char *db_path)
+{
+    return sqlite_tx_open_participant(db_path, "payments");
+}
+
+static natomic_status_t register_methods(natomic_service_t *svc, void *state)
+{
+    return payments_service_register(svc, state);
+}
+
+static const service_def_t service = {
+    .name = "payments",
+    .about = about,
+    .description = "Balances and charges; charge/refund are barrier-protected saga steps",
+    .open = open_state,
+    .close = sqlite_tx_close,
+    .register_methods = register_methods,
+};
+
 int main(int argc, char **argv)
 {
-    service_options_t opt;
-    int exit_now = 0;
-    int rc = service_options_parse(&opt, argc, argv, "payments", about, &exit_now);
-    if (exit_now)
-        return rc;
-
-    sqlite3 *db = NULL;
-    if (sqlite_tx_open(&db, opt.db_path, "payments") != 0)
-        return 1;
-    int64_t swept = 0;
-    natomic_status_t st = natomic_barrier_init(db);
-    if (st == NATOMIC_OK)
-        st = natomic_barrier_sweep(&swept, db, BARRIER_RETENTION_S);
-    if (st != NATOMIC_OK) {
-        fprintf(stderr, "payments: cannot prepare the barrier in %s: %s\n", opt.db_path, sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return 1;
-    }
-    if (swept > 0)
-        fprintf(stderr, "payments: swept %" PRId64 " barrier rows older than 7 days\n", swept);
-
-    natsConnection *nc = NULL;
-    natomic_service_t *svc = NULL;
-    st = natomic_connect(&nc, opt.nats_url, NULL);
-    if (st != NATOMIC_OK) {
-        fprintf(stderr, "payments: cannot connect to %s: %s\n", opt.nats_url, natomic_strerror(st));
-    } else {
-        natomic_service_config_t cfg = {
-            .name = "payments",
-            .version = NATOMIC_VERSION,
-            .description = "Balances and charges; charge/refund are barrier-protected saga steps",
-            .max_workers = opt.workers,
-        };
-        st = natomic_service_new(&svc, nc, &cfg);
-        if (st == NATOMIC_OK)
-            st = payments_service_register(svc, db);
-        if (st == NATOMIC_OK)
-            st = natomic_service_run(svc);
-        if (st != NATOMIC_OK)
-            fprintf(stderr, "payments: %s (%s)\n", natomic_strerror(st), opt.nats_url);
-    }
-    natomic_service_destroy(svc);
-    natsConnection_Destroy(nc);
-    sqlite3_close(db);
-    nats_Close();
-    return st == NATOMIC_OK ? 0 : 1;
+    return service_main(argc, argv, &service);
 }

@@ -1,0 +1,48 @@
+/*
+ * service_main.c -- what every example service does around its methods:
+ * parse the common options, open its SQLite state, connect (SendAsap),
+ * create the natomic service, register, and run until SIGTERM or SIGINT,
+ * which drain the calls in flight. Each service's main.c only says what
+ * it is; this is the one place its life cycle is written.
+ */
+#include "service_main.h"
+
+#include <stdio.h>
+
+#include "service_options.h"
+
+int service_main(int argc, char **argv, const service_def_t *def)
+{
+    service_options_t opt;
+    int exit_now = 0;
+    int rc = service_options_parse(&opt, argc, argv, def->name, def->about, &exit_now);
+    if (exit_now)
+        return rc;
+
+    void *state = def->open(opt.db_path);
+    if (state == NULL)
+        return 1;
+    natsConnection *nc = NULL;
+    natomic_service_t *svc = NULL;
+    natomic_status_t st = natomic_connect(&nc, opt.nats_url, NULL);
+    if (st == NATOMIC_OK) {
+        natomic_service_config_t cfg = {
+            .name = def->name,
+            .version = NATOMIC_VERSION,
+            .description = def->description,
+            .max_workers = opt.workers,
+        };
+        st = natomic_service_new(&svc, nc, &cfg);
+    }
+    if (st == NATOMIC_OK)
+        st = def->register_methods(svc, state);
+    if (st == NATOMIC_OK)
+        st = natomic_service_run(svc);
+    if (st != NATOMIC_OK)
+        fprintf(stderr, "%s: %s (%s)\n", def->name, natomic_strerror(st), opt.nats_url);
+    natomic_service_destroy(svc);
+    natsConnection_Destroy(nc);
+    def->close(state);
+    nats_Close();
+    return st == NATOMIC_OK ? 0 : 1;
+}
