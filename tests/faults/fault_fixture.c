@@ -11,58 +11,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define CHILD_START_MS 10000
-#define CHILD_STOP_MS 10000
 #define FIU_CTRL_MS 10000
 
 void fault_tmpdir(char *out, size_t cap)
 {
-    harness_path(out, cap, "tmp", "");
-    char *slash = strrchr(out, '/');
-    ck_assert_msg(slash != NULL && slash != out, "work path '%s' has no folder", out);
-    *slash = '\0';
-}
-
-bool fault_wait_exit(lab_process_t *p, int ms, int *status)
-{
-    int64_t end = harness_now_ms() + ms;
-    for (;;) {
-        pid_t r = waitpid(p->pid, status, WNOHANG);
-        if (r == p->pid) {
-            p->pid = 0;
-            return true;
-        }
-        ck_assert_msg(r == 0, "waitpid(%ld): %s", (long)p->pid, strerror(errno));
-        if (harness_now_ms() >= end)
-            return false;
-        harness_sleep_ms(10);
-    }
-}
-
-/* True when the child answers $SRV.PING.conversions; false when it died or never answered. */
-static bool wait_ready(fault_fixture_t *f, int *status)
-{
-    int64_t end = harness_now_ms() + harness_ms(CHILD_START_MS);
-    while (harness_now_ms() < end) {
-        natsMsg *r = NULL;
-        if (natsConnection_RequestString(&r, f->nc, "$SRV.PING.conversions", "", 200) == NATS_OK) {
-            natsMsg_Destroy(r);
-            return true;
-        }
-        if (fault_wait_exit(&f->child.proc, 0, status))
-            return false;
-        harness_sleep_ms(20);
-    }
-    return false;
+    int n = snprintf(out, cap, "%s", fixture_work_dir());
+    ck_assert_msg(n > 0 && (size_t)n < cap, "work folder '%s' too long", fixture_work_dir());
 }
 
 void fault_child_start(fault_fixture_t *f, const char *faults, const char *seed, bool ready)
 {
-    const char *bin = getenv("CONVERSIONS_BIN");
-    ck_assert_msg(bin != NULL && *bin != '\0', "CONVERSIONS_BIN is not set (meson passes it)");
+    const char *bin = fixture_bin("CONVERSIONS_BIN");
     memset(&f->child, 0, sizeof f->child);
-    harness_path(f->child.db_path, sizeof f->child.db_path, "conversions", ".db");
-    harness_path(f->child.log_path, sizeof f->child.log_path, "conversions", ".log");
+    fixture_path(f->child.db_path, sizeof f->child.db_path, "conversions", ".db");
+    fixture_path(f->child.log_path, sizeof f->child.log_path, "conversions", ".log");
 
     /* The child gets its own copy of these (fork), which its putenv() keeps. */
     char env_tmp[600], env_faults[600], env_seed[80];
@@ -79,29 +41,22 @@ void fault_child_start(fault_fixture_t *f, const char *faults, const char *seed,
         env[n++] = env_seed;
     }
     env[n] = NULL;
-    const char *argv[] = {bin, "--nats", harness_nats_url(), "--db", f->child.db_path, NULL};
-    /* lab_process_start's argv is not const (execv's is not); it is only read. */
-    int rc = lab_process_start(&f->child.proc, (char *const *)(void *)argv, f->child.log_path, env);
-    ck_assert_msg(rc == 0, "cannot start %s", bin);
-    if (!ready)
+    const char *args[] = {"--nats", fixture_nats_url(), "--db", f->child.db_path, NULL};
+    fixture_spawn(&f->child, bin, args, env);
+    if (!ready || fixture_wait_ping(&f->child, f->nc, "conversions"))
         return;
-    int status = 0;
-    bool up = wait_ready(f, &status);
-    if (!up) {
-        if (f->child.proc.pid > 0)
-            status = harness_child_stop(&f->child, SIGKILL);
-        char log[2048];
-        fault_read_file(f->child.log_path, log, sizeof log);
-        ck_abort_msg("conversions (NATOMIC_FAULTS=%s) never answered, wait status %#x; log %s:\n%s",
-                     faults != NULL ? faults : "(unset)", (unsigned)status, f->child.log_path, log);
-    }
+    int status = fixture_stop_child(&f->child, SIGKILL); /* the real status when it had died */
+    char log[2048];
+    fixture_read_file(f->child.log_path, log, sizeof log);
+    ck_abort_msg("conversions (NATOMIC_FAULTS=%s) never answered, wait status %#x; log %s:\n%s",
+                 faults != NULL ? faults : "(unset)", (unsigned)status, f->child.log_path, log);
 }
 
 void fault_start(fault_fixture_t *f, const char *faults, const char *seed)
 {
     memset(f, 0, sizeof *f);
     fault_tmpdir(f->tmpdir, sizeof f->tmpdir);
-    f->nc = harness_connect();
+    f->nc = fixture_connect();
     natsStatus s = natsConnection_SubscribeSync(&f->events, f->nc, EVENTS);
     if (s == NATS_OK)
         s = natsSubscription_SetPendingLimits(f->events, -1, -1);
@@ -117,7 +72,7 @@ void fault_child_stop(fault_fixture_t *f)
 {
     if (f->child.proc.pid <= 0)
         return;
-    int status = harness_child_stop(&f->child, SIGTERM);
+    int status = fixture_stop_child(&f->child, SIGTERM);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "conversions ended with wait status %#x (log: %s)",
                   (unsigned)status, f->child.log_path);
 }
@@ -133,7 +88,7 @@ void fault_close(fault_fixture_t *f)
 
 void fault_stop(fault_fixture_t *f)
 {
-    int status = f->child.proc.pid > 0 ? harness_child_stop(&f->child, SIGTERM) : 0;
+    int status = f->child.proc.pid > 0 ? fixture_stop_child(&f->child, SIGTERM) : 0;
     fault_close(f);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "conversions ended with wait status %#x (log: %s)",
                   (unsigned)status, f->child.log_path);
@@ -146,24 +101,15 @@ natomic_status_t fault_call(fault_fixture_t *f, double inches, int timeout_ms, n
 
 int64_t fault_history_rows(const fault_fixture_t *f)
 {
-    return harness_db_int(f->child.db_path, "SELECT count(*) FROM history");
+    return fixture_db_int(f->child.db_path, "SELECT count(*) FROM history");
 }
 
 int fault_count_msgs(natsSubscription *sub, int want)
 {
     natsMsg *msgs[64];
-    int n = harness_collect(sub, msgs, 64, want, QUIET_MS, harness_ms(5000));
-    harness_msgs_destroy(msgs, n);
+    int n = fixture_collect(sub, msgs, 64, want, QUIET_MS, fixture_ms(5000));
+    fixture_msgs_destroy(msgs, n);
     return n;
-}
-
-void fault_read_file(const char *path, char *out, size_t cap)
-{
-    FILE *fp = fopen(path, "r");
-    ck_assert_msg(fp != NULL, "cannot read %s: %s", path, strerror(errno));
-    size_t n = fread(out, 1, cap - 1, fp);
-    out[n] = '\0';
-    fclose(fp);
 }
 
 void fault_fiu_ctrl(fault_fixture_t *f, const char *command)
@@ -171,23 +117,23 @@ void fault_fiu_ctrl(fault_fixture_t *f, const char *command)
     ck_assert_msg(access(FIU_CTRL, X_OK) == 0,
                   FIU_CTRL " is missing (%s): the project installs fiu-utils, which provides it", strerror(errno));
     ck_assert_msg(f->child.proc.pid > 0, "fiu-ctrl: the service is not running");
-    char pid[32], log_path[512], env_tmp[600];
+    char pid[32], env_tmp[600];
     snprintf(pid, sizeof pid, "%ld", (long)f->child.proc.pid);
     snprintf(env_tmp, sizeof env_tmp, "TMPDIR=%s", f->tmpdir);
-    harness_path(log_path, sizeof log_path, "fiu-ctrl", ".log");
-    const char *argv[] = {FIU_CTRL, "-c", command, pid, NULL};
+    fixture_child_t p;
+    memset(&p, 0, sizeof p);
+    fixture_path(p.log_path, sizeof p.log_path, "fiu-ctrl", ".log");
+    const char *args[] = {"-c", command, pid, NULL};
     char *env[] = {env_tmp, NULL};
-    lab_process_t p;
-    int rc = lab_process_start(&p, (char *const *)(void *)argv, log_path, env);
-    ck_assert_msg(rc == 0, "cannot start " FIU_CTRL);
+    fixture_spawn(&p, FIU_CTRL, args, env);
     int status = 0;
-    bool ended = fault_wait_exit(&p, harness_ms(FIU_CTRL_MS), &status);
+    bool ended = fixture_wait_exit(&p, fixture_ms(FIU_CTRL_MS), &status);
     if (!ended)
-        lab_process_stop(&p, SIGKILL, 1000);
+        fixture_stop_child(&p, SIGKILL);
     char log[2048];
-    fault_read_file(log_path, log, sizeof log);
+    fixture_read_file(p.log_path, log, sizeof log);
     ck_assert_msg(ended, "fiu-ctrl -c '%s' %s did not finish within %d ms (the service never answered its FIFO "
-                  "in %s); output:\n%s", command, pid, harness_ms(FIU_CTRL_MS), f->tmpdir, log);
+                  "in %s); output:\n%s", command, pid, fixture_ms(FIU_CTRL_MS), f->tmpdir, log);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fiu-ctrl -c '%s' %s: wait status %#x; output:\n%s",
                   command, pid, (unsigned)status, log);
     /* fiu-ctrl exits 0 even when it found no FIFO or the command failed: it says so instead. */

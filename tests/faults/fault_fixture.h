@@ -32,7 +32,7 @@ typedef struct fault_fixture {
     natsConnection *nc;
     natsSubscription *events;
     natsSubscription *dead_letters;
-    harness_child_t child;
+    fixture_child_t child;
     char tmpdir[512];
 } fault_fixture_t;
 
@@ -58,12 +58,6 @@ void fault_child_stop(fault_fixture_t *f);
 /* Closes the client only (for a child that already ended). */
 void fault_close(fault_fixture_t *f);
 
-/*
- * Waits up to `ms` for `p` to end by itself (no signal sent). true with its
- * wait status in *status (p->pid becomes 0), false when it still runs.
- */
-bool fault_wait_exit(lab_process_t *p, int ms, int *status);
-
 /* One call of conversions.inches_to_cm; info is filled (never NULL here). */
 natomic_status_t fault_call(fault_fixture_t *f, double inches, int timeout_ms, natomic_call_info_t *info);
 
@@ -72,9 +66,6 @@ int64_t fault_history_rows(const fault_fixture_t *f);
 
 /* Messages on `sub` until none came for QUIET_MS (waits up to 5 s for `want`); destroys them. */
 int fault_count_msgs(natsSubscription *sub, int want);
-
-/* The whole file (truncated to cap - 1) as a string; asserts it could be read. */
-void fault_read_file(const char *path, char *out, size_t cap);
 
 /*
  * Runs `fiu-ctrl -c <command> <pid of the child>` with the child's TMPDIR

@@ -30,7 +30,7 @@
 static void check_success(fault_fixture_t *f, double inches, const char *what)
 {
     natomic_call_info_t info;
-    natomic_status_t st = fault_call(f, inches, harness_ms(CALL_TIMEOUT_MS), &info);
+    natomic_status_t st = fault_call(f, inches, fixture_ms(CALL_TIMEOUT_MS), &info);
     ck_assert_msg(st == NATOMIC_OK, "%s: expected NATOMIC_OK, got %s (code %d, type '%s': %s)", what,
                   natomic_status_name(st), info.code, info.type, info.message);
 }
@@ -49,13 +49,13 @@ START_TEST(test_before_reply_drop_once)
     fault_start(&f, "natomic/before_reply=drop@1", NULL);
 
     natomic_call_info_t info;
-    natomic_status_t st = fault_call(&f, 10, harness_ms(IN_DOUBT_TIMEOUT_MS), &info);
+    natomic_status_t st = fault_call(&f, 10, fixture_ms(IN_DOUBT_TIMEOUT_MS), &info);
     ck_assert_msg(st == NATOMIC_ETIMEOUT, "first call: expected NATOMIC_ETIMEOUT (reply dropped), got %s (%s)",
                   natomic_status_name(st), info.message);
     /* In doubt for the caller, but the work was done: the row is saved and its event went out. */
     int64_t rows = fault_history_rows(&f);
     ck_assert_msg(rows == 1, "after the dropped reply: expected 1 history row (work done), got %lld", (long long)rows);
-    ck_assert_int_eq(harness_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 10"), 1);
+    ck_assert_int_eq(fixture_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 10"), 1);
     int events = fault_count_msgs(f.events, 1);
     ck_assert_msg(events == 1, "after the dropped reply: expected 1 converted event, got %d", events);
 
@@ -72,7 +72,7 @@ START_TEST(test_before_handler_error_three_times)
     fault_start(&f, "natomic/before_handler=error@3", NULL);
     for (int i = 1; i <= 3; i++) {
         natomic_call_info_t info;
-        natomic_status_t st = fault_call(&f, i, harness_ms(CALL_TIMEOUT_MS), &info);
+        natomic_status_t st = fault_call(&f, i, fixture_ms(CALL_TIMEOUT_MS), &info);
         char what[32];
         snprintf(what, sizeof what, "call %d of 3", i);
         check_injected(st, &info, what);
@@ -88,7 +88,7 @@ START_TEST(test_before_handler_error_three_times)
     check_success(&f, 4, "call 4 (error@3 is spent)");
     rows = fault_history_rows(&f);
     ck_assert_msg(rows == 1, "after the fourth call: expected 1 history row, got %lld", (long long)rows);
-    ck_assert_int_eq(harness_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 4"), 1);
+    ck_assert_int_eq(fixture_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 4"), 1);
     events = fault_count_msgs(f.events, 1);
     ck_assert_msg(events == 1, "after the fourth call: expected 1 event, got %d", events);
     fault_stop(&f);
@@ -105,7 +105,7 @@ START_TEST(test_before_handler_duplicate)
     ck_assert_msg(events == 2, "one call handled twice: expected 2 converted events, got %d", events);
     int64_t rows = fault_history_rows(&f);
     ck_assert_msg(rows == 2, "one call handled twice: expected 2 history rows, got %lld", (long long)rows);
-    ck_assert_int_eq(harness_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 7"), 2);
+    ck_assert_int_eq(fixture_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 7"), 2);
     fault_stop(&f);
 }
 END_TEST
@@ -115,7 +115,7 @@ START_TEST(test_after_handler_error_rolls_back)
     fault_fixture_t f;
     fault_start(&f, "natomic/after_handler=error", NULL);
     natomic_call_info_t info;
-    natomic_status_t st = fault_call(&f, 5, harness_ms(CALL_TIMEOUT_MS), &info);
+    natomic_status_t st = fault_call(&f, 5, fixture_ms(CALL_TIMEOUT_MS), &info);
     check_injected(st, &info, "call failed after its handler");
     ck_assert_msg(info.rollback == NATOMIC_OUTCOME_COMPLETE, "expected Natomic-Rollback complete, got %s",
                   natomic_outcome_name(info.rollback));
@@ -134,7 +134,7 @@ START_TEST(test_before_rollback_drop_loses_compensation)
     fault_fixture_t f;
     fault_start(&f, "natomic/before_rollback=drop", NULL);
     natomic_call_info_t info;
-    natomic_status_t st = fault_call(&f, -3, harness_ms(CALL_TIMEOUT_MS), &info);
+    natomic_status_t st = fault_call(&f, -3, fixture_ms(CALL_TIMEOUT_MS), &info);
     ck_assert_msg(st == NATOMIC_EBUSINESS && strcmp(info.type, "InvalidLength") == 0,
                   "expected NATOMIC_EBUSINESS InvalidLength, got %s '%s'", natomic_status_name(st), info.type);
     /* The lesson: the reply says the compensation ran... */
@@ -142,7 +142,7 @@ START_TEST(test_before_rollback_drop_loses_compensation)
                   "a dropped rollback is reported as succeeded: expected Natomic-Rollback complete, got %s",
                   natomic_outcome_name(info.rollback));
     /* ...but it never did: the row the handler saved is still there. */
-    int64_t rows = harness_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = -3");
+    int64_t rows = fixture_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = -3");
     ck_assert_msg(rows == 1, "the lost compensation leaves the row: expected 1 row of -3 in, got %lld",
                   (long long)rows);
     int events = fault_count_msgs(f.events, 0);
@@ -156,14 +156,14 @@ START_TEST(test_before_dispatch_error_dead_letters)
     fault_fixture_t f;
     fault_start(&f, "natomic/before_dispatch=error", NULL);
     natomic_call_info_t info;
-    natomic_status_t st = fault_call(&f, 2, harness_ms(CALL_TIMEOUT_MS), &info);
+    natomic_status_t st = fault_call(&f, 2, fixture_ms(CALL_TIMEOUT_MS), &info);
     ck_assert_msg(st == NATOMIC_OK, "a failing dispatch leaves the call a success: expected NATOMIC_OK, got %s (%s)",
                   natomic_status_name(st), info.message);
     ck_assert_msg(info.dispatch == NATOMIC_OUTCOME_INCOMPLETE, "expected Natomic-Dispatch incomplete, got %s",
                   natomic_outcome_name(info.dispatch));
 
     natsMsg *dead = NULL;
-    natsStatus s = natsSubscription_NextMsg(&dead, f.dead_letters, harness_ms(5000));
+    natsStatus s = natsSubscription_NextMsg(&dead, f.dead_letters, fixture_ms(5000));
     ck_assert_msg(s == NATS_OK, "expected a dead letter on " DEADLETTERS ", got none (%s)", natsStatus_GetText(s));
     json_error_t err;
     json_t *doc = json_loadb(natsMsg_GetData(dead), (size_t)natsMsg_GetDataLength(dead), 0, &err);
@@ -192,20 +192,20 @@ START_TEST(test_before_reply_crash)
     fault_fixture_t f;
     fault_start(&f, "natomic/before_reply=crash", NULL);
     natomic_call_info_t info;
-    natomic_status_t st = fault_call(&f, 9, harness_ms(1000), &info);
+    natomic_status_t st = fault_call(&f, 9, fixture_ms(1000), &info);
     ck_assert_msg(st == NATOMIC_ETIMEOUT, "the service died before replying: expected NATOMIC_ETIMEOUT, got %s (%s)",
                   natomic_status_name(st), info.message);
     int status = 0;
-    bool ended = fault_wait_exit(&f.child.proc, harness_ms(10000), &status);
+    bool ended = fixture_wait_exit(&f.child, fixture_ms(10000), &status);
     if (!ended)
-        harness_child_stop(&f.child, SIGKILL);
+        fixture_stop_child(&f.child, SIGKILL);
     ck_assert_msg(ended, "conversions still runs 10 s after before_reply=crash fired (log: %s)", f.child.log_path);
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
                   "expected death by SIGKILL (signal %d), got wait status %#x (exited %d, status %d, signal %d)",
                   SIGKILL, (unsigned)status, WIFEXITED(status), WIFEXITED(status) ? WEXITSTATUS(status) : -1,
                   WIFSIGNALED(status) ? WTERMSIG(status) : -1);
     /* The local commit happened before the reply point: it survives the crash. */
-    int64_t rows = harness_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 9");
+    int64_t rows = fixture_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 9");
     ck_assert_msg(rows == 1, "committed before the crash: expected 1 row of 9 in, got %lld", (long long)rows);
     fault_close(&f);
 }
@@ -220,7 +220,7 @@ START_TEST(test_before_handler_delay)
     natomic_status_t st = fault_call(&f, 1, 100, &info);
     ck_assert_msg(st == NATOMIC_ETIMEOUT, "100 ms caller, 400 ms delay: expected NATOMIC_ETIMEOUT, got %s (%s)",
                   natomic_status_name(st), info.message);
-    st = fault_call(&f, 2, harness_ms(3000), &info);
+    st = fault_call(&f, 2, fixture_ms(3000), &info);
     ck_assert_msg(st == NATOMIC_OK, "3000 ms caller, 400 ms delay: expected NATOMIC_OK, got %s (%s)",
                   natomic_status_name(st), info.message);
     fault_stop(&f);
@@ -246,5 +246,5 @@ static Suite *fault_actions_suite(void)
 
 int main(void)
 {
-    return harness_run(fault_actions_suite());
+    return fixture_run(fault_actions_suite(), "faults");
 }

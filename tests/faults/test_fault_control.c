@@ -33,7 +33,7 @@ static void seeded_pattern(fault_fixture_t *f, const char *seed, char out[PATTER
     fault_child_start(f, "natomic/before_handler=error%0.5", seed, true);
     for (int i = 0; i < PATTERN_CALLS; i++) {
         natomic_call_info_t info;
-        natomic_status_t st = fault_call(f, i + 1, harness_ms(CALL_TIMEOUT_MS), &info);
+        natomic_status_t st = fault_call(f, i + 1, fixture_ms(CALL_TIMEOUT_MS), &info);
         if (st == NATOMIC_OK) {
             out[i] = 'S';
         } else {
@@ -52,7 +52,7 @@ START_TEST(test_seeded_probability_replays)
     fault_fixture_t f;
     memset(&f, 0, sizeof f);
     fault_tmpdir(f.tmpdir, sizeof f.tmpdir);
-    f.nc = harness_connect();
+    f.nc = fixture_connect();
 
     char first[PATTERN_CALLS + 1], again[PATTERN_CALLS + 1], other[PATTERN_CALLS + 1];
     seeded_pattern(&f, "7", first);
@@ -78,18 +78,18 @@ START_TEST(test_fiu_ctrl_enable_disable)
     fault_fixture_t f;
     fault_start(&f, NULL, NULL);
     natomic_call_info_t info;
-    natomic_status_t st = fault_call(&f, 1, harness_ms(CALL_TIMEOUT_MS), &info);
+    natomic_status_t st = fault_call(&f, 1, fixture_ms(CALL_TIMEOUT_MS), &info);
     ck_assert_msg(st == NATOMIC_OK, "before fiu-ctrl: expected NATOMIC_OK, got %s (%s)", natomic_status_name(st),
                   info.message);
 
     fault_fiu_ctrl(&f, "enable name=natomic/before_handler,failnum=1");
-    st = fault_call(&f, 2, harness_ms(CALL_TIMEOUT_MS), &info);
+    st = fault_call(&f, 2, fixture_ms(CALL_TIMEOUT_MS), &info);
     ck_assert_msg(st == NATOMIC_ETRANSIENT && info.code == 503 && strcmp(info.type, "InjectedFault") == 0,
                   "after fiu-ctrl enable: expected NATOMIC_ETRANSIENT 503 InjectedFault, got %s %d '%s' (%s)",
                   natomic_status_name(st), info.code, info.type, info.message);
 
     fault_fiu_ctrl(&f, "disable name=natomic/before_handler");
-    st = fault_call(&f, 3, harness_ms(CALL_TIMEOUT_MS), &info);
+    st = fault_call(&f, 3, fixture_ms(CALL_TIMEOUT_MS), &info);
     ck_assert_msg(st == NATOMIC_OK, "after fiu-ctrl disable: expected NATOMIC_OK, got %s '%s' (%s)",
                   natomic_status_name(st), info.type, info.message);
     int64_t rows = fault_history_rows(&f);
@@ -110,7 +110,7 @@ typedef struct paused_call {
 static void *paused_call_main(void *arg)
 {
     paused_call_t *c = arg;
-    c->status = fault_call(c->f, 4, harness_ms(CALL_TIMEOUT_MS), &c->info);
+    c->status = fault_call(c->f, 4, fixture_ms(CALL_TIMEOUT_MS), &c->info);
     atomic_store(&c->done, true);
     return NULL;
 }
@@ -123,7 +123,7 @@ START_TEST(test_pause_released_by_fiu_ctrl)
     atomic_init(&c.done, false);
     pthread_t thread;
     ck_assert_int_eq(pthread_create(&thread, NULL, paused_call_main, &c), 0);
-    harness_sleep_ms(harness_ms(300));
+    fixture_sleep_ms(fixture_ms(300));
     bool held = !atomic_load(&c.done);
 
     fault_fiu_ctrl(&f, "disable name=natomic/before_handler");
@@ -132,7 +132,7 @@ START_TEST(test_pause_released_by_fiu_ctrl)
                   natomic_status_name(c.status));
     ck_assert_msg(c.status == NATOMIC_OK, "released call: expected NATOMIC_OK, got %s '%s' (%s)",
                   natomic_status_name(c.status), c.info.type, c.info.message);
-    ck_assert_int_eq(harness_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 4"), 1);
+    ck_assert_int_eq(fixture_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches = 4"), 1);
     fault_stop(&f);
 }
 END_TEST
@@ -146,11 +146,11 @@ START_TEST(test_malformed_faults_refused)
     fault_tmpdir(f.tmpdir, sizeof f.tmpdir);
     fault_child_start(&f, "natomic/before_reply=explode", NULL, false);
     int status = 0;
-    bool ended = fault_wait_exit(&f.child.proc, harness_ms(10000), &status);
+    bool ended = fixture_wait_exit(&f.child, fixture_ms(10000), &status);
     if (!ended)
-        harness_child_stop(&f.child, SIGKILL);
+        fixture_stop_child(&f.child, SIGKILL);
     char log[4096];
-    fault_read_file(f.child.log_path, log, sizeof log);
+    fixture_read_file(f.child.log_path, log, sizeof log);
     ck_assert_msg(ended, "conversions with NATOMIC_FAULTS=natomic/before_reply=explode still runs after 10 s; log:\n%s",
                   log);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) != 0,
@@ -216,5 +216,5 @@ static Suite *fault_control_suite(void)
 
 int main(void)
 {
-    return harness_run(fault_control_suite());
+    return fixture_run(fault_control_suite(), "faults");
 }

@@ -31,14 +31,14 @@
 /* A conversions service and a client connection, per test. */
 typedef struct fixture {
     natsConnection *nc;
-    harness_child_t child;
+    fixture_child_t child;
     natsSubscription *events;
 } fixture_t;
 
 static void fixture_start(fixture_t *f)
 {
     memset(f, 0, sizeof *f);
-    f->nc = harness_connect();
+    f->nc = fixture_connect();
     natsStatus s = natsConnection_SubscribeSync(&f->events, f->nc, EVENTS);
     ck_assert_msg(s == NATS_OK, "subscribe " EVENTS ": %s", natsStatus_GetText(s));
     ck_assert_int_eq(natsSubscription_SetPendingLimits(f->events, -1, -1), NATS_OK);
@@ -48,7 +48,7 @@ static void fixture_start(fixture_t *f)
 /* Stops the service (it must exit 0 on SIGTERM) and closes the client. */
 static void fixture_stop(fixture_t *f)
 {
-    int status = harness_child_stop(&f->child, SIGTERM);
+    int status = fixture_stop_child(&f->child, SIGTERM);
     natsSubscription_Destroy(f->events);
     natsConnection_Destroy(f->nc);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "conversions ended with wait status %#x (log: %s)",
@@ -57,7 +57,7 @@ static void fixture_stop(fixture_t *f)
 
 static int64_t history_rows(const fixture_t *f)
 {
-    return harness_db_int(f->child.db_path, "SELECT count(*) FROM history");
+    return fixture_db_int(f->child.db_path, "SELECT count(*) FROM history");
 }
 
 /* Asserts that no event arrives within QUIET_MS. */
@@ -73,7 +73,7 @@ static void check_no_event(fixture_t *f)
 static void check_alive(fixture_t *f)
 {
     double cm = 0;
-    natomic_status_t st = harness_call(f->nc, SUBJECT, 1, harness_ms(CALL_TIMEOUT_MS), &cm, NULL);
+    natomic_status_t st = harness_call(f->nc, SUBJECT, 1, fixture_ms(CALL_TIMEOUT_MS), &cm, NULL);
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_OK");
     ck_assert_double_eq_tol(cm, 2.54, 1e-9);
 }
@@ -93,28 +93,28 @@ START_TEST(test_success_saves_and_publishes)
     fixture_start(&f);
     natomic_call_info_t info;
     double cm = 0;
-    natomic_status_t st = harness_call(f.nc, SUBJECT, 10, harness_ms(CALL_TIMEOUT_MS), &cm, &info);
+    natomic_status_t st = harness_call(f.nc, SUBJECT, 10, fixture_ms(CALL_TIMEOUT_MS), &cm, &info);
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_OK");
     ck_assert_double_eq_tol(cm, 25.4, 1e-9);
     ck_assert_str_eq(natomic_outcome_name(info.dispatch), "complete");
     ck_assert_str_eq(natomic_outcome_name(info.rollback), "none");
 
     natsMsg *msgs[8];
-    int n = harness_collect(f.events, msgs, 8, 1, QUIET_MS, harness_ms(5000));
+    int n = fixture_collect(f.events, msgs, 8, 1, QUIET_MS, fixture_ms(5000));
     ck_assert_int_eq(n, 1);
     Conversions__Converted *ev = decode_event(msgs[0]);
     ck_assert_double_eq(ev->inches, 10);
     ck_assert_double_eq_tol(ev->cm, 25.4, 1e-9);
-    const char *tx = harness_header(msgs[0], NATOMIC_HDR_TX);
+    const char *tx = fixture_header(msgs[0], NATOMIC_HDR_TX);
     ck_assert_msg(tx != NULL && *tx != '\0', "event without a %s header", NATOMIC_HDR_TX);
 
     ck_assert_int_eq(history_rows(&f), 1);
     char sql[256];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM history WHERE inches = 10 AND tx = '%s' AND id = %lld", tx,
              (long long)ev->conversion_id);
-    ck_assert_int_eq(harness_db_int(f.child.db_path, sql), 1);
+    ck_assert_int_eq(fixture_db_int(f.child.db_path, "%s", sql), 1);
     conversions__converted__free_unpacked(ev, NULL);
-    harness_msgs_destroy(msgs, n);
+    fixture_msgs_destroy(msgs, n);
     fixture_stop(&f);
 }
 END_TEST
@@ -125,7 +125,7 @@ START_TEST(test_negative_length_rolls_back)
     fixture_start(&f);
     int64_t before = history_rows(&f);
     natomic_call_info_t info;
-    natomic_status_t st = harness_call(f.nc, SUBJECT, -3, harness_ms(CALL_TIMEOUT_MS), NULL, &info);
+    natomic_status_t st = harness_call(f.nc, SUBJECT, -3, fixture_ms(CALL_TIMEOUT_MS), NULL, &info);
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_EBUSINESS");
     ck_assert_int_eq(info.code, 422);
     ck_assert_str_eq(info.type, "InvalidLength");
@@ -142,7 +142,7 @@ START_TEST(test_unknown_method)
     fixture_t f;
     fixture_start(&f);
     natomic_call_info_t info;
-    natomic_status_t st = harness_call(f.nc, "conversions.nope", 1, harness_ms(CALL_TIMEOUT_MS), NULL, &info);
+    natomic_status_t st = harness_call(f.nc, "conversions.nope", 1, fixture_ms(CALL_TIMEOUT_MS), NULL, &info);
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_ENOMETHOD");
     ck_assert_int_eq(info.code, 404);
     ck_assert_str_eq(info.type, "UnknownMethod");
@@ -157,11 +157,11 @@ START_TEST(test_malformed_payload)
     fixture_t f;
     fixture_start(&f);
     natsMsg *reply = NULL;
-    natsStatus s = natsConnection_Request(&reply, f.nc, SUBJECT, "\xff\xff\xff", 3, harness_ms(CALL_TIMEOUT_MS));
+    natsStatus s = natsConnection_Request(&reply, f.nc, SUBJECT, "\xff\xff\xff", 3, fixture_ms(CALL_TIMEOUT_MS));
     ck_assert_msg(s == NATS_OK, "raw request: %s", natsStatus_GetText(s));
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_SERVICE_ERROR_CODE), "400");
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_ERROR_TYPE), "MalformedPayload");
-    const char *text = harness_header(reply, NATOMIC_HDR_SERVICE_ERROR);
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_SERVICE_ERROR_CODE), "400");
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_ERROR_TYPE), "MalformedPayload");
+    const char *text = fixture_header(reply, NATOMIC_HDR_SERVICE_ERROR);
     ck_assert_msg(text != NULL && *text != '\0', "no %s text", NATOMIC_HDR_SERVICE_ERROR);
     natsMsg_Destroy(reply);
     ck_assert_int_eq(history_rows(&f), 0);
@@ -177,11 +177,11 @@ START_TEST(test_deadline_exceeded)
     natsMsg *req = harness_request_msg(SUBJECT, 10);
     ck_assert_int_eq(natsMsgHeader_Set(req, NATOMIC_HDR_DEADLINE_MS, "0"), NATS_OK);
     natsMsg *reply = NULL;
-    natsStatus s = natsConnection_RequestMsg(&reply, f.nc, req, harness_ms(CALL_TIMEOUT_MS));
+    natsStatus s = natsConnection_RequestMsg(&reply, f.nc, req, fixture_ms(CALL_TIMEOUT_MS));
     natsMsg_Destroy(req);
     ck_assert_msg(s == NATS_OK, "raw request: %s", natsStatus_GetText(s));
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_SERVICE_ERROR_CODE), "504");
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_ERROR_TYPE), "DeadlineExceeded");
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_SERVICE_ERROR_CODE), "504");
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_ERROR_TYPE), "DeadlineExceeded");
     natsMsg_Destroy(reply);
     check_no_event(&f);
     ck_assert_int_eq(history_rows(&f), 0);
@@ -222,7 +222,7 @@ static void *client_main(void *arg)
         call_result_t *r = &c->results[c->first + k];
         natomic_call_info_t info;
         r->inches = inches_of_call(c->first + k);
-        r->status = harness_call(c->nc, SUBJECT, r->inches, harness_ms(CALL_TIMEOUT_MS), &r->cm, &info);
+        r->status = harness_call(c->nc, SUBJECT, r->inches, fixture_ms(CALL_TIMEOUT_MS), &r->cm, &info);
         snprintf(r->type, sizeof r->type, "%s", info.type);
     }
     return NULL;
@@ -297,16 +297,16 @@ START_TEST(test_concurrent_mixed_calls)
 
     /* Events: until their count stops changing (bounded); exactly the successes. */
     static natsMsg *msgs[2 * CALLS];
-    int n_events = harness_collect(f.events, msgs, 2 * CALLS, n_ok, 2 * QUIET_MS, harness_ms(5000));
+    int n_events = fixture_collect(f.events, msgs, 2 * CALLS, n_ok, 2 * QUIET_MS, fixture_ms(5000));
     static record_t events[2 * CALLS];
     for (int i = 0; i < n_events; i++) {
         Conversions__Converted *ev = decode_event(msgs[i]);
         events[i].inches = ev->inches;
-        const char *tx = harness_header(msgs[i], NATOMIC_HDR_TX);
+        const char *tx = fixture_header(msgs[i], NATOMIC_HDR_TX);
         snprintf(events[i].tx, sizeof events[i].tx, "%s", tx != NULL ? tx : "");
         conversions__converted__free_unpacked(ev, NULL);
     }
-    harness_msgs_destroy(msgs, n_events);
+    fixture_msgs_destroy(msgs, n_events);
     ck_assert_int_eq(n_events, n_ok);
     qsort(events, (size_t)n_events, sizeof events[0], by_inches);
     for (int i = 0; i < n_ok; i++)
@@ -323,7 +323,7 @@ START_TEST(test_concurrent_mixed_calls)
                       ok[i].inches);
         ck_assert_str_eq(rows[i].tx, events[i].tx);
     }
-    ck_assert_int_eq(harness_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches < 0"), 0);
+    ck_assert_int_eq(fixture_db_int(f.child.db_path, "SELECT count(*) FROM history WHERE inches < 0"), 0);
     fixture_stop(&f);
 }
 END_TEST
@@ -394,9 +394,9 @@ START_TEST(test_discovery)
     json_decref(info);
 
     /* Three calls, one failing: STATS counts them. */
-    ck_assert_int_eq(harness_call(f.nc, SUBJECT, 1, harness_ms(CALL_TIMEOUT_MS), NULL, NULL), NATOMIC_OK);
-    ck_assert_int_eq(harness_call(f.nc, SUBJECT, 2, harness_ms(CALL_TIMEOUT_MS), NULL, NULL), NATOMIC_OK);
-    ck_assert_int_eq(harness_call(f.nc, SUBJECT, -1, harness_ms(CALL_TIMEOUT_MS), NULL, NULL), NATOMIC_EBUSINESS);
+    ck_assert_int_eq(harness_call(f.nc, SUBJECT, 1, fixture_ms(CALL_TIMEOUT_MS), NULL, NULL), NATOMIC_OK);
+    ck_assert_int_eq(harness_call(f.nc, SUBJECT, 2, fixture_ms(CALL_TIMEOUT_MS), NULL, NULL), NATOMIC_OK);
+    ck_assert_int_eq(harness_call(f.nc, SUBJECT, -1, fixture_ms(CALL_TIMEOUT_MS), NULL, NULL), NATOMIC_EBUSINESS);
     snprintf(subject, sizeof subject, "$SRV.STATS.conversions.%s", id);
     json_t *stats = harness_request_json(f.nc, subject);
     ck_assert_str_eq(check_discovery_doc(stats, "io.nats.micro.v1.stats_response"), id);
@@ -434,5 +434,5 @@ static Suite *conversions_suite(void)
 
 int main(void)
 {
-    return harness_run(conversions_suite());
+    return fixture_run(conversions_suite(), "it");
 }

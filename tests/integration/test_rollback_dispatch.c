@@ -77,9 +77,9 @@ static void journal_text(char *out, size_t cap)
 /* Args are freed after the reply left: wait (bounded) for the expected count. */
 static int wait_args_freed(int expected)
 {
-    int64_t end = harness_now_ms() + harness_ms(5000);
-    while (atomic_load(&args_freed) < expected && harness_now_ms() < end)
-        harness_sleep_ms(5);
+    int64_t end = fixture_now_ms() + fixture_ms(5000);
+    while (atomic_load(&args_freed) < expected && fixture_now_ms() < end)
+        fixture_sleep_ms(5);
     return atomic_load(&args_freed);
 }
 
@@ -346,7 +346,7 @@ static void flow_start(flow_t *f, const char *name)
     journal_reset();
     memset(f, 0, sizeof *f);
     snprintf(f->name, sizeof f->name, "%s", name);
-    f->nc = harness_connect();
+    f->nc = fixture_connect();
     natomic_service_config_t cfg = {.name = name, .retry = {.attempts = 3, .base_ms = 1, .cap_ms = 2}};
     natomic_status_t st = natomic_service_new(&f->svc, f->nc, &cfg);
     ck_assert_msg(st == NATOMIC_OK, "natomic_service_new(%s): %s", name, natomic_strerror(st));
@@ -373,7 +373,7 @@ static natomic_status_t flow_call(flow_t *f, const char *method, double inches, 
 {
     char subject[128];
     snprintf(subject, sizeof subject, "%s.%s", f->name, method);
-    return harness_call(f->nc, subject, inches, harness_ms(CALL_TIMEOUT_MS), cm, info);
+    return harness_call(f->nc, subject, inches, fixture_ms(CALL_TIMEOUT_MS), cm, info);
 }
 
 static natomic_service_stats_t flow_stats(flow_t *f)
@@ -399,7 +399,7 @@ static natsSubscription *subscribe_dead_letters(flow_t *f)
 static json_t *next_dead_letter(natsSubscription *sub)
 {
     natsMsg *m = NULL;
-    natsStatus s = natsSubscription_NextMsg(&m, sub, harness_ms(5000));
+    natsStatus s = natsSubscription_NextMsg(&m, sub, fixture_ms(5000));
     ck_assert_msg(s == NATS_OK, "no dead letter within 5 s: %s", natsStatus_GetText(s));
     json_error_t err;
     json_t *doc = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, &err);
@@ -644,13 +644,13 @@ START_TEST(test_business_error_reaches_caller)
     /* The same call with a plain NATS client: the headers are the contract. */
     natsMsg *req = harness_request_msg("declined.declined", 1);
     natsMsg *reply = NULL;
-    natsStatus s = natsConnection_RequestMsg(&reply, f.nc, req, harness_ms(CALL_TIMEOUT_MS));
+    natsStatus s = natsConnection_RequestMsg(&reply, f.nc, req, fixture_ms(CALL_TIMEOUT_MS));
     natsMsg_Destroy(req);
     ck_assert_msg(s == NATS_OK, "raw request: %s", natsStatus_GetText(s));
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_SERVICE_ERROR), "card ending 4242 declined");
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_SERVICE_ERROR_CODE), "422");
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_ERROR_TYPE), "PaymentDeclined");
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_ROLLBACK), "none");
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_SERVICE_ERROR), "card ending 4242 declined");
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_SERVICE_ERROR_CODE), "422");
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_ERROR_TYPE), "PaymentDeclined");
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_ROLLBACK), "none");
     natsMsg_Destroy(reply);
     flow_stop(&f);
 }
@@ -665,11 +665,11 @@ START_TEST(test_tx_propagates_to_nested_call)
     natsMsg *req = harness_request_msg("nested.outer", 4);
     ck_assert_int_eq(natsMsgHeader_Set(req, NATOMIC_HDR_TX, "tx-from-the-test"), NATS_OK);
     natsMsg *reply = NULL;
-    natsStatus s = natsConnection_RequestMsg(&reply, f.nc, req, harness_ms(CALL_TIMEOUT_MS));
+    natsStatus s = natsConnection_RequestMsg(&reply, f.nc, req, fixture_ms(CALL_TIMEOUT_MS));
     natsMsg_Destroy(req);
     ck_assert_msg(s == NATS_OK, "raw request: %s", natsStatus_GetText(s));
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_SERVICE_ERROR_CODE), NULL);
-    ck_assert_pstr_eq(harness_header(reply, NATOMIC_HDR_TX), "tx-from-the-test");
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_SERVICE_ERROR_CODE), NULL);
+    ck_assert_pstr_eq(fixture_header(reply, NATOMIC_HDR_TX), "tx-from-the-test");
     natsMsg_Destroy(reply);
     pthread_mutex_lock(&seen_mu);
     call_ids_t outer = outer_seen, inner = inner_seen;
@@ -694,7 +694,7 @@ START_TEST(test_tx_propagates_to_nested_call)
     ck_assert_str_eq(inner.tx, outer.tx);
     ck_assert_str_eq(inner.parent_id, outer.call_id);
     /* The caller's timeout became the outer deadline, and what was left of it the inner one. */
-    ck_assert_int_le(outer.remaining_ms, harness_ms(CALL_TIMEOUT_MS));
+    ck_assert_int_le(outer.remaining_ms, fixture_ms(CALL_TIMEOUT_MS));
     ck_assert_int_le(inner.remaining_ms, outer.remaining_ms);
     ck_assert_int_gt(inner.remaining_ms, 0);
     flow_stop(&f);
@@ -725,5 +725,5 @@ static Suite *rollback_dispatch_suite(void)
 
 int main(void)
 {
-    return harness_run(rollback_dispatch_suite());
+    return fixture_run(rollback_dispatch_suite(), "it");
 }

@@ -62,7 +62,7 @@ static natomic_service_t *start_service(natsConnection *nc, const char *name, co
 
 START_TEST(test_service_new_rejects_bad_config)
 {
-    natsConnection *nc = harness_connect();
+    natsConnection *nc = fixture_connect();
     static const char *const bad_names[] = {NULL, "", "a.b", "a b", "a*", "a>", "\xc3\xa9t\xc3\xa9"};
     for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
         natomic_service_t *svc = NULL;
@@ -93,7 +93,7 @@ END_TEST
 
 START_TEST(test_add_method_duplicate_and_late)
 {
-    natsConnection *nc = harness_connect();
+    natsConnection *nc = fixture_connect();
     natomic_service_t *svc = NULL;
     ck_assert_int_eq(natomic_service_new(&svc, nc, &(natomic_service_config_t){.name = "methods"}), NATOMIC_OK);
     natomic_status_t st = natomic_service_add_method(svc, "m", ok_handler, 0, REQ_DESC, REPLY_DESC, NULL);
@@ -112,9 +112,9 @@ START_TEST(test_add_method_duplicate_and_late)
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_ESTATE");
     /* The refused method was not added: its subject has no method behind it. */
     natomic_call_info_t info;
-    st = harness_call(nc, "methods.late", 1, harness_ms(5000), NULL, &info);
+    st = harness_call(nc, "methods.late", 1, fixture_ms(5000), NULL, &info);
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_ENOMETHOD");
-    ck_assert_str_eq(natomic_status_name(harness_call(nc, "methods.m", 1, harness_ms(5000), NULL, NULL)),
+    ck_assert_str_eq(natomic_status_name(harness_call(nc, "methods.m", 1, fixture_ms(5000), NULL, NULL)),
                      "NATOMIC_OK");
     natomic_service_destroy(svc);
     natsConnection_Destroy(nc);
@@ -123,7 +123,7 @@ END_TEST
 
 START_TEST(test_request_rejects_bad_arguments)
 {
-    natsConnection *nc = harness_connect();
+    natsConnection *nc = fixture_connect();
     Conversions__InchesToCmRequest req = CONVERSIONS__INCHES_TO_CM_REQUEST__INIT;
     ProtobufCMessage *reply = NULL;
     natomic_call_info_t info;
@@ -144,7 +144,7 @@ START_TEST(test_request_rejects_bad_arguments)
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_EINVAL");
     ck_assert_ptr_null(reply);
     /* Nobody listens on a valid subject: that is a different status. */
-    st = natomic_request(&reply, nc, "nobody.here", &req.base, REPLY_DESC, harness_ms(2000), NULL);
+    st = natomic_request(&reply, nc, "nobody.here", &req.base, REPLY_DESC, fixture_ms(2000), NULL);
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_ENORESPONDERS");
     ck_assert_ptr_null(reply);
     natsConnection_Destroy(nc);
@@ -190,10 +190,10 @@ static natomic_status_t insert_handler(natomic_ctx_t *ctx, const ProtobufCMessag
 START_TEST(test_insert_out_of_range_frees_arg)
 {
     atomic_store(&args_freed, 0);
-    natsConnection *nc = harness_connect();
+    natsConnection *nc = fixture_connect();
     natomic_service_t *svc = start_service(nc, "inserts", "insert", insert_handler,
                                            NATOMIC_ROLLBACK_ONCE_FAILED | NATOMIC_DISPATCH_AFTER_COMMIT);
-    natomic_status_t st = harness_call(nc, "inserts.insert", 1, harness_ms(5000), NULL, NULL);
+    natomic_status_t st = harness_call(nc, "inserts.insert", 1, fixture_ms(5000), NULL, NULL);
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_OK");
     pthread_mutex_lock(&seen_mu);
     insert_seen_t got = inserts;
@@ -259,13 +259,13 @@ END_TEST
 static natomic_status_t nap_handler(natomic_ctx_t *ctx, const ProtobufCMessage *request, ProtobufCMessage *reply,
                                     void *closure)
 {
-    harness_sleep_ms(300);
+    fixture_sleep_ms(300);
     return NATOMIC_OK;
 }
 
 START_TEST(test_client_timeout_on_slow_handler)
 {
-    natsConnection *nc = harness_connect();
+    natsConnection *nc = fixture_connect();
     natomic_service_t *svc = start_service(nc, "sleepy", "nap", nap_handler, 0);
     natomic_call_info_t info;
     natomic_status_t st = harness_call(nc, "sleepy.nap", 1, 1, NULL, &info);
@@ -290,7 +290,7 @@ typedef struct slow_call {
 static void *slow_call_main(void *arg)
 {
     slow_call_t *c = arg;
-    c->status = harness_call(c->nc, "slow.echo", c->inches, harness_ms(5000), &c->cm, NULL);
+    c->status = harness_call(c->nc, "slow.echo", c->inches, fixture_ms(5000), &c->cm, NULL);
     return NULL;
 }
 
@@ -298,26 +298,26 @@ static void *slow_call_main(void *arg)
 static int64_t wait_calls_taken(natsConnection *nc, int64_t n)
 {
     int64_t taken = -1;
-    int64_t end = harness_now_ms() + harness_ms(5000);
-    while (harness_now_ms() < end) {
+    int64_t end = fixture_now_ms() + fixture_ms(5000);
+    while (fixture_now_ms() < end) {
         json_t *stats = harness_request_json(nc, "$SRV.STATS.slow");
         taken = json_integer_value(json_object_get(json_array_get(json_object_get(stats, "endpoints"), 0),
                                                    "num_requests"));
         json_decref(stats);
         if (taken >= n)
             break;
-        harness_sleep_ms(5);
+        fixture_sleep_ms(5);
     }
     return taken;
 }
 
 START_TEST(test_sigterm_drains_in_flight_calls)
 {
-    natsConnection *nc = harness_connect();
-    harness_child_t child;
+    natsConnection *nc = fixture_connect();
+    fixture_child_t child;
     memset(&child, 0, sizeof child);
     const char *args[] = {"--sleep-ms", "500", NULL};
-    harness_child_start(&child, nc, "SLOW_SERVICE_BIN", "$SRV.PING.slow", args);
+    fixture_spawn_service(&child, nc, "SLOW_SERVICE_BIN", "slow", args);
 
     slow_call_t calls[IN_FLIGHT];
     pthread_t threads[IN_FLIGHT];
@@ -327,7 +327,7 @@ START_TEST(test_sigterm_drains_in_flight_calls)
     }
     /* SIGTERM once every call is inside the service (each sleeps 500 ms there). */
     int64_t taken = wait_calls_taken(nc, IN_FLIGHT);
-    int status = harness_child_stop(&child, SIGTERM);
+    int status = fixture_stop_child(&child, SIGTERM);
     for (int i = 0; i < IN_FLIGHT; i++)
         pthread_join(threads[i], NULL);
 
@@ -339,7 +339,7 @@ START_TEST(test_sigterm_drains_in_flight_calls)
         ck_assert_double_eq(calls[i].cm, calls[i].inches);
     }
     /* The process is gone: nobody answers any more. */
-    natomic_status_t st = harness_call(nc, "slow.echo", 9, harness_ms(2000), NULL, NULL);
+    natomic_status_t st = harness_call(nc, "slow.echo", 9, fixture_ms(2000), NULL, NULL);
     ck_assert_str_eq(natomic_status_name(st), "NATOMIC_ENORESPONDERS");
     natsConnection_Destroy(nc);
 }
@@ -351,7 +351,7 @@ END_TEST
  */
 static int make_full_fifo(char *path, size_t cap)
 {
-    harness_path(path, cap, "full", ".fifo");
+    fixture_path(path, cap, "full", ".fifo");
     ck_assert_msg(mkfifo(path, 0600) == 0, "mkfifo %s: %s", path, strerror(errno));
     int rd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     int wr = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
@@ -370,13 +370,13 @@ static int drain_until_exit(int rd, pid_t pid)
 {
     char buf[4096];
     int status = 0;
-    int64_t end = harness_now_ms() + harness_ms(10000);
-    while (harness_now_ms() < end) {
+    int64_t end = fixture_now_ms() + fixture_ms(10000);
+    while (fixture_now_ms() < end) {
         while (read(rd, buf, sizeof buf) > 0) {
         }
         if (waitpid(pid, &status, WNOHANG) == pid)
             return status;
-        harness_sleep_ms(5);
+        fixture_sleep_ms(5);
     }
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
@@ -392,14 +392,14 @@ static int drain_until_exit(int rd, pid_t pid)
  */
 START_TEST(test_sigterm_as_soon_as_ready)
 {
-    natsConnection *nc = harness_connect();
-    harness_child_t child;
+    natsConnection *nc = fixture_connect();
+    fixture_child_t child;
     memset(&child, 0, sizeof child);
     int rd = make_full_fifo(child.log_path, sizeof child.log_path);
     const char *args[] = {"--sleep-ms", "0", NULL};
-    harness_child_start(&child, nc, "SLOW_SERVICE_BIN", "$SRV.PING.slow", args);
+    fixture_spawn_service(&child, nc, "SLOW_SERVICE_BIN", "slow", args);
     double cm = 0;
-    natomic_status_t st = harness_call(nc, "slow.echo", 2, harness_ms(5000), &cm, NULL);
+    natomic_status_t st = harness_call(nc, "slow.echo", 2, fixture_ms(5000), &cm, NULL);
 
     kill(child.proc.pid, SIGTERM);
     int status = drain_until_exit(rd, child.proc.pid);
@@ -436,5 +436,5 @@ static Suite *runtime_suite(void)
 
 int main(void)
 {
-    return harness_run(runtime_suite());
+    return fixture_run(runtime_suite(), "it");
 }

@@ -25,7 +25,7 @@
 
 /* ---- calls ---------------------------------------------------------- */
 
-static void call_restock(call_result_t *r, participant_t *p, const char *sku, int64_t qty)
+static void call_restock(fixture_reply_t *r, participant_t *p, const char *sku, int64_t qty)
 {
     Inventory__RestockRequest req = INVENTORY__RESTOCK_REQUEST__INIT;
     req.sku = (char *)sku;
@@ -33,7 +33,7 @@ static void call_restock(call_result_t *r, participant_t *p, const char *sku, in
     participant_call(r, p, "inventory.restock", NULL, &req.base, &inventory__stock_reply__descriptor);
 }
 
-static void call_reserve(call_result_t *r, participant_t *p, const char *tx, const char *order_id, const char *sku,
+static void call_reserve(fixture_reply_t *r, participant_t *p, const char *tx, const char *order_id, const char *sku,
                          int64_t qty)
 {
     Inventory__ReserveRequest req = INVENTORY__RESERVE_REQUEST__INIT;
@@ -43,7 +43,7 @@ static void call_reserve(call_result_t *r, participant_t *p, const char *tx, con
     participant_call(r, p, "inventory.reserve", tx, &req.base, &inventory__reserve_reply__descriptor);
 }
 
-static void call_release(call_result_t *r, participant_t *p, const char *tx, const char *order_id)
+static void call_release(fixture_reply_t *r, participant_t *p, const char *tx, const char *order_id)
 {
     Inventory__ReleaseRequest req = INVENTORY__RELEASE_REQUEST__INIT;
     req.order_id = (char *)order_id;
@@ -55,39 +55,39 @@ static void check_stock(participant_t *p, const char *sku, int64_t available, in
 {
     Inventory__GetStockRequest req = INVENTORY__GET_STOCK_REQUEST__INIT;
     req.sku = (char *)sku;
-    call_result_t r;
+    fixture_reply_t r;
     participant_call(&r, p, "inventory.get_stock", NULL, &req.base, &inventory__stock_reply__descriptor);
     const Inventory__StockReply *s = (const Inventory__StockReply *)expect_ok(&r, "get_stock");
     ck_assert_str_eq(s->sku, sku);
     ck_assert_int_eq(s->available, available);
     ck_assert_int_eq(s->reserved, reserved);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
 }
 
 /* Asserts a successful reserve with this outcome and available stock. */
 static void check_reserved(participant_t *p, const char *tx, const char *order_id, const char *sku, int64_t qty,
                            const char *outcome, int64_t available)
 {
-    call_result_t r;
+    fixture_reply_t r;
     call_reserve(&r, p, tx, order_id, sku, qty);
     const Inventory__ReserveReply *rep = (const Inventory__ReserveReply *)expect_ok(&r, "reserve");
     ck_assert_str_eq(rep->order_id, order_id);
     ck_assert_str_eq(rep->outcome, outcome);
     ck_assert_int_eq(rep->available, available);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
 }
 
 /* Asserts a successful release with this outcome and released quantity. */
 static void check_released(participant_t *p, const char *tx, const char *order_id, const char *outcome,
                            int64_t released)
 {
-    call_result_t r;
+    fixture_reply_t r;
     call_release(&r, p, tx, order_id);
     const Inventory__ReleaseReply *rep = (const Inventory__ReleaseReply *)expect_ok(&r, "release");
     ck_assert_str_eq(rep->order_id, order_id);
     ck_assert_str_eq(rep->outcome, outcome);
     ck_assert_int_eq(rep->released, released);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
 }
 
 static int64_t reservations(participant_t *p, const char *where)
@@ -104,10 +104,10 @@ static void start(participant_t *p)
 
 static void restock_ok(participant_t *p, const char *sku, int64_t qty)
 {
-    call_result_t r;
+    fixture_reply_t r;
     call_restock(&r, p, sku, qty);
     expect_ok(&r, "restock");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
 }
 
 /* ---- tests ---------------------------------------------------------- */
@@ -116,17 +116,17 @@ START_TEST(test_restock_and_get_stock)
 {
     participant_t p;
     start(&p);
-    call_result_t r;
+    fixture_reply_t r;
     call_restock(&r, &p, "book", 5);
     const Inventory__StockReply *s = (const Inventory__StockReply *)expect_ok(&r, "restock");
     ck_assert_str_eq(s->sku, "book");
     ck_assert_int_eq(s->available, 5);
     ck_assert_int_eq(s->reserved, 0);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_restock(&r, &p, "book", 3);
     s = (const Inventory__StockReply *)expect_ok(&r, "second restock");
     ck_assert_int_eq(s->available, 8);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_stock(&p, "book", 8, 0);
     check_stock(&p, "no-such-sku", 0, 0);
     /* Plain methods do not touch the barrier. */
@@ -180,11 +180,11 @@ START_TEST(test_release_before_reserve_refuses_late_reserve)
     check_released(&p, "tx-late", "order-3", "null_compensation", 0);
     check_stock(&p, "book", 10, 0);
 
-    call_result_t r;
+    fixture_reply_t r;
     call_reserve(&r, &p, "tx-late", "order-3", "book", 2);
     expect_error(&r, "late reserve", 422, "TransactionAborted");
     ck_assert_msg(strstr(r.message, "order-3") != NULL, "message does not name the order: '%s'", r.message);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_stock(&p, "book", 10, 0);
     ck_assert_int_eq(reservations(&p, "order_id = 'order-3'"), 0);
 
@@ -192,7 +192,7 @@ START_TEST(test_release_before_reserve_refuses_late_reserve)
     check_released(&p, "tx-late", "order-3", "duplicate", 0);
     call_reserve(&r, &p, "tx-late", "order-3", "book", 2);
     expect_error(&r, "second late reserve", 422, "TransactionAborted");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_stock(&p, "book", 10, 0);
     ck_assert_uint_eq(participant_barrier_count(&p, NATOMIC_BARRIER_NULL_COMPENSATION), 1);
     ck_assert_uint_eq(participant_barrier_count(&p, NATOMIC_BARRIER_REFUSED_LATE), 2);
@@ -207,11 +207,11 @@ START_TEST(test_out_of_stock_leaves_nothing)
     participant_t p;
     start(&p);
     restock_ok(&p, "book", 2);
-    call_result_t r;
+    fixture_reply_t r;
     call_reserve(&r, &p, "tx-oos", "order-4", "book", 5);
     expect_error(&r, "reserve 5 of 2", 422, "OutOfStock");
     ck_assert_msg(strstr(r.message, "only 2 of book") != NULL, "message: '%s'", r.message);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_stock(&p, "book", 2, 0);
     ck_assert_int_eq(reservations(&p, "1"), 0);
     /* The failed reserve rolled back with its barrier row: the release finds no action. */
@@ -222,7 +222,7 @@ START_TEST(test_out_of_stock_leaves_nothing)
     call_reserve(&r, &p, "tx-unknown", "order-5", "no-such-sku", 1);
     expect_error(&r, "reserve of an unknown sku", 422, "OutOfStock");
     ck_assert_msg(strstr(r.message, "unknown sku no-such-sku") != NULL, "message: '%s'", r.message);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     ck_assert_uint_eq(participant_barrier_count(&p, NATOMIC_BARRIER_EXECUTED), 0);
     ck_assert_uint_eq(participant_barrier_count(&p, NATOMIC_BARRIER_NULL_COMPENSATION), 1);
     participant_stop(&p);
@@ -234,32 +234,32 @@ START_TEST(test_bad_input)
     participant_t p;
     start(&p);
     restock_ok(&p, "book", 5);
-    call_result_t r;
+    fixture_reply_t r;
     call_restock(&r, &p, "", 5);
     expect_error(&r, "restock without sku", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_restock(&r, &p, "book", 0);
     expect_error(&r, "restock of 0", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_restock(&r, &p, "book", -3);
     expect_error(&r, "restock of -3", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_reserve(&r, &p, "tx-bad", "", "book", 1);
     expect_error(&r, "reserve without order_id", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_reserve(&r, &p, "tx-bad", "order-6", "", 1);
     expect_error(&r, "reserve without sku", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_reserve(&r, &p, "tx-bad", "order-6", "book", 0);
     expect_error(&r, "reserve of 0", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_release(&r, &p, "tx-bad", "");
     expect_error(&r, "release without order_id", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     /* A restock that would overflow 64 bits is refused, the stock untouched. */
     call_restock(&r, &p, "book", INT64_MAX - 2);
     expect_error(&r, "overflowing restock", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_stock(&p, "book", 5, 0);
     /* Bad input never reached the barrier. */
     ck_assert_int_eq(participant_db_int(&p, "SELECT count(*) FROM natomic_barrier"), 0);
@@ -273,11 +273,11 @@ START_TEST(test_order_reserved_under_two_transactions)
     start(&p);
     restock_ok(&p, "book", 10);
     check_reserved(&p, "tx-first", "order-7", "book", 2, "executed", 8);
-    call_result_t r;
+    fixture_reply_t r;
     call_reserve(&r, &p, "tx-second", "order-7", "book", 2);
     expect_error(&r, "same order, another transaction", 422, "InvalidRequest");
     ck_assert_msg(strstr(r.message, "already has a reservation") != NULL, "message: '%s'", r.message);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_stock(&p, "book", 8, 2);
     /* The second transaction's release compensates nothing of the first's. */
     check_released(&p, "tx-second", "order-7", "null_compensation", 0);
@@ -313,13 +313,13 @@ static void *worker_run(void *arg)
         char order_id[32], tx[32];
         snprintf(order_id, sizeof order_id, "order-%d", w->first + i);
         snprintf(tx, sizeof tx, "tx-%d", w->first + i);
-        call_result_t r;
+        fixture_reply_t r;
         natsStatus s;
         if (w->release) {
             Inventory__ReleaseRequest req = INVENTORY__RELEASE_REQUEST__INIT;
             req.order_id = order_id;
-            s = participant_send(&r, w->nc, "inventory.release", tx, &req.base,
-                                 &inventory__release_reply__descriptor, fixture_ms(20000));
+            s = fixture_request_tx(&r, w->nc, "inventory.release", tx, &req.base,
+                                   &inventory__release_reply__descriptor, fixture_ms(20000));
             if (s == NATS_OK && r.code == 0)
                 w->released[i] = ((Inventory__ReleaseReply *)r.reply)->released;
         } else {
@@ -327,8 +327,8 @@ static void *worker_run(void *arg)
             req.order_id = order_id;
             req.sku = "book";
             req.qty = 1;
-            s = participant_send(&r, w->nc, "inventory.reserve", tx, &req.base,
-                                 &inventory__reserve_reply__descriptor, fixture_ms(20000));
+            s = fixture_request_tx(&r, w->nc, "inventory.reserve", tx, &req.base,
+                                   &inventory__reserve_reply__descriptor, fixture_ms(20000));
         }
         if (s != NATS_OK) {
             w->transport = s;
@@ -337,7 +337,7 @@ static void *worker_run(void *arg)
         w->ok[i] = r.code == 0;
         w->code[i] = r.code;
         snprintf(w->type[i], sizeof w->type[i], "%s", r.type);
-        participant_result_clear(&r);
+        fixture_reply_clear(&r);
     }
     return NULL;
 }
@@ -408,19 +408,20 @@ START_TEST(test_binary_sweeps_serves_and_stops)
 {
     char db_path[512];
     fixture_path(db_path, sizeof db_path, "inventory-bin", ".db");
-    fixture_seed_barrier(db_path);
+    participant_seed_barrier(db_path);
     natsConnection *nc = NULL;
     ck_assert_str_eq(natomic_status_name(natomic_connect(&nc, fixture_nats_url(), NULL)), "NATOMIC_OK");
-    child_service_t c;
+    fixture_child_t c;
+    memset(&c, 0, sizeof c);
     const char *args[] = {"--nats", fixture_nats_url(), "--db", db_path, "--workers", "4", NULL};
-    child_start(&c, "INVENTORY_BIN", args);
-    int up = child_wait_answer(&c, nc, "$SRV.PING.inventory");
+    fixture_spawn(&c, fixture_bin("INVENTORY_BIN"), args, NULL);
+    int up = fixture_wait_ping(&c, nc, "inventory");
     if (!up)
-        child_stop(&c, SIGKILL);
+        fixture_stop_child(&c, SIGKILL);
     ck_assert_msg(up, "inventory never answered (log: %s)", c.log_path);
 
-    ck_assert_int_eq(fixture_file_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-old'"), 0);
-    ck_assert_int_eq(fixture_file_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-new'"), 1);
+    ck_assert_int_eq(fixture_db_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-old'"), 0);
+    ck_assert_int_eq(fixture_db_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-new'"), 1);
 
     Inventory__RestockRequest req = INVENTORY__RESTOCK_REQUEST__INIT;
     req.sku = "pen";
@@ -433,13 +434,13 @@ START_TEST(test_binary_sweeps_serves_and_stops)
     ck_assert_int_eq(((Inventory__StockReply *)reply)->available, 7);
     protobuf_c_message_free_unpacked(reply, NULL);
 
-    int status = child_stop(&c, SIGTERM);
+    int status = fixture_stop_child(&c, SIGTERM);
     char log[4096];
-    child_log(&c, log, sizeof log);
+    fixture_read_file(c.log_path, log, sizeof log);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "inventory ended with wait status %#x: %s",
                   (unsigned)status, log);
     ck_assert_msg(strstr(log, "swept 1 barrier rows") != NULL, "the log does not report the sweep: %s", log);
-    ck_assert_int_eq(fixture_file_int(db_path, "SELECT available FROM stock WHERE sku = 'pen'"), 7);
+    ck_assert_int_eq(fixture_db_int(db_path, "SELECT available FROM stock WHERE sku = 'pen'"), 7);
     natsConnection_Destroy(nc);
 }
 END_TEST
@@ -472,5 +473,5 @@ static Suite *inventory_suite(void)
 
 int main(void)
 {
-    return participant_main(inventory_suite());
+    return fixture_run(inventory_suite(), "participants");
 }

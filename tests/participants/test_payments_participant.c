@@ -26,7 +26,7 @@
 
 /* ---- calls ---------------------------------------------------------- */
 
-static void call_deposit(call_result_t *r, participant_t *p, const char *customer, int64_t amount)
+static void call_deposit(fixture_reply_t *r, participant_t *p, const char *customer, int64_t amount)
 {
     Payments__DepositRequest req = PAYMENTS__DEPOSIT_REQUEST__INIT;
     req.customer = (char *)customer;
@@ -34,7 +34,7 @@ static void call_deposit(call_result_t *r, participant_t *p, const char *custome
     participant_call(r, p, "payments.deposit", NULL, &req.base, &payments__balance_reply__descriptor);
 }
 
-static void call_charge(call_result_t *r, participant_t *p, const char *tx, const char *order_id,
+static void call_charge(fixture_reply_t *r, participant_t *p, const char *tx, const char *order_id,
                         const char *customer, int64_t amount)
 {
     Payments__ChargeRequest req = PAYMENTS__CHARGE_REQUEST__INIT;
@@ -44,7 +44,7 @@ static void call_charge(call_result_t *r, participant_t *p, const char *tx, cons
     participant_call(r, p, "payments.charge", tx, &req.base, &payments__charge_reply__descriptor);
 }
 
-static void call_refund(call_result_t *r, participant_t *p, const char *tx, const char *order_id)
+static void call_refund(fixture_reply_t *r, participant_t *p, const char *tx, const char *order_id)
 {
     Payments__RefundRequest req = PAYMENTS__REFUND_REQUEST__INIT;
     req.order_id = (char *)order_id;
@@ -56,39 +56,39 @@ static void check_balance(participant_t *p, const char *customer, int64_t balanc
 {
     Payments__GetBalanceRequest req = PAYMENTS__GET_BALANCE_REQUEST__INIT;
     req.customer = (char *)customer;
-    call_result_t r;
+    fixture_reply_t r;
     participant_call(&r, p, "payments.get_balance", NULL, &req.base, &payments__balance_reply__descriptor);
     const Payments__BalanceReply *b = (const Payments__BalanceReply *)expect_ok(&r, "get_balance");
     ck_assert_str_eq(b->customer, customer);
     ck_assert_int_eq(b->balance, balance);
     ck_assert_int_eq(b->charged, charged);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
 }
 
 /* Asserts a successful charge with this outcome and balance. */
 static void check_charged(participant_t *p, const char *tx, const char *order_id, const char *customer,
                           int64_t amount, const char *outcome, int64_t balance)
 {
-    call_result_t r;
+    fixture_reply_t r;
     call_charge(&r, p, tx, order_id, customer, amount);
     const Payments__ChargeReply *rep = (const Payments__ChargeReply *)expect_ok(&r, "charge");
     ck_assert_str_eq(rep->order_id, order_id);
     ck_assert_str_eq(rep->outcome, outcome);
     ck_assert_int_eq(rep->balance, balance);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
 }
 
 /* Asserts a successful refund with this outcome and refunded amount. */
 static void check_refunded(participant_t *p, const char *tx, const char *order_id, const char *outcome,
                            int64_t refunded)
 {
-    call_result_t r;
+    fixture_reply_t r;
     call_refund(&r, p, tx, order_id);
     const Payments__RefundReply *rep = (const Payments__RefundReply *)expect_ok(&r, "refund");
     ck_assert_str_eq(rep->order_id, order_id);
     ck_assert_str_eq(rep->outcome, outcome);
     ck_assert_int_eq(rep->refunded, refunded);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
 }
 
 static int64_t charges(participant_t *p, const char *where)
@@ -105,10 +105,10 @@ static void start(participant_t *p)
 
 static void deposit_ok(participant_t *p, const char *customer, int64_t amount)
 {
-    call_result_t r;
+    fixture_reply_t r;
     call_deposit(&r, p, customer, amount);
     expect_ok(&r, "deposit");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
 }
 
 /* ---- tests ---------------------------------------------------------- */
@@ -117,17 +117,17 @@ START_TEST(test_deposit_and_get_balance)
 {
     participant_t p;
     start(&p);
-    call_result_t r;
+    fixture_reply_t r;
     call_deposit(&r, &p, "ann", 1000);
     const Payments__BalanceReply *b = (const Payments__BalanceReply *)expect_ok(&r, "deposit");
     ck_assert_str_eq(b->customer, "ann");
     ck_assert_int_eq(b->balance, 1000);
     ck_assert_int_eq(b->charged, 0);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_deposit(&r, &p, "ann", 250);
     b = (const Payments__BalanceReply *)expect_ok(&r, "second deposit");
     ck_assert_int_eq(b->balance, 1250);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_balance(&p, "ann", 1250, 0);
     check_balance(&p, "nobody", 0, 0);
     ck_assert_uint_eq(participant_barrier_count(&p, NATOMIC_BARRIER_EXECUTED), 0);
@@ -180,18 +180,18 @@ START_TEST(test_refund_before_charge_refuses_late_charge)
     check_refunded(&p, "tx-late", "order-3", "null_compensation", 0);
     check_balance(&p, "ann", 1000, 0);
 
-    call_result_t r;
+    fixture_reply_t r;
     call_charge(&r, &p, "tx-late", "order-3", "ann", 200);
     expect_error(&r, "late charge", 422, "TransactionAborted");
     ck_assert_msg(strstr(r.message, "order-3") != NULL, "message does not name the order: '%s'", r.message);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_balance(&p, "ann", 1000, 0);
     ck_assert_int_eq(charges(&p, "order_id = 'order-3'"), 0);
 
     check_refunded(&p, "tx-late", "order-3", "duplicate", 0);
     call_charge(&r, &p, "tx-late", "order-3", "ann", 200);
     expect_error(&r, "second late charge", 422, "TransactionAborted");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_balance(&p, "ann", 1000, 0);
     ck_assert_uint_eq(participant_barrier_count(&p, NATOMIC_BARRIER_NULL_COMPENSATION), 1);
     ck_assert_uint_eq(participant_barrier_count(&p, NATOMIC_BARRIER_REFUSED_LATE), 2);
@@ -206,11 +206,11 @@ START_TEST(test_declined_charge_leaves_nothing)
     participant_t p;
     start(&p);
     deposit_ok(&p, "ann", 100);
-    call_result_t r;
+    fixture_reply_t r;
     call_charge(&r, &p, "tx-poor", "order-4", "ann", 500);
     expect_error(&r, "charge 500 of 100", 422, "PaymentDeclined");
     ck_assert_msg(strstr(r.message, "insufficient balance") != NULL, "message: '%s'", r.message);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_balance(&p, "ann", 100, 0);
     ck_assert_int_eq(charges(&p, "1"), 0);
     /* The declined charge rolled back with its barrier row: the refund finds no action. */
@@ -221,7 +221,7 @@ START_TEST(test_declined_charge_leaves_nothing)
     call_charge(&r, &p, "tx-unknown", "order-5", "nobody", 1);
     expect_error(&r, "charge of an unknown customer", 422, "PaymentDeclined");
     ck_assert_msg(strstr(r.message, "unknown customer nobody") != NULL, "message: '%s'", r.message);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     ck_assert_uint_eq(participant_barrier_count(&p, NATOMIC_BARRIER_EXECUTED), 0);
     ck_assert_uint_eq(participant_barrier_count(&p, NATOMIC_BARRIER_NULL_COMPENSATION), 1);
     participant_stop(&p);
@@ -233,31 +233,31 @@ START_TEST(test_bad_input)
     participant_t p;
     start(&p);
     deposit_ok(&p, "ann", 500);
-    call_result_t r;
+    fixture_reply_t r;
     call_deposit(&r, &p, "", 5);
     expect_error(&r, "deposit without customer", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_deposit(&r, &p, "ann", 0);
     expect_error(&r, "deposit of 0", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_deposit(&r, &p, "ann", -3);
     expect_error(&r, "deposit of -3", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_charge(&r, &p, "tx-bad", "", "ann", 1);
     expect_error(&r, "charge without order_id", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_charge(&r, &p, "tx-bad", "order-6", "", 1);
     expect_error(&r, "charge without customer", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_charge(&r, &p, "tx-bad", "order-6", "ann", -1);
     expect_error(&r, "charge of -1", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_refund(&r, &p, "tx-bad", "");
     expect_error(&r, "refund without order_id", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     call_deposit(&r, &p, "ann", INT64_MAX - 2);
     expect_error(&r, "overflowing deposit", 400, "InvalidRequest");
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_balance(&p, "ann", 500, 0);
     ck_assert_int_eq(participant_db_int(&p, "SELECT count(*) FROM natomic_barrier"), 0);
     participant_stop(&p);
@@ -270,11 +270,11 @@ START_TEST(test_order_charged_under_two_transactions)
     start(&p);
     deposit_ok(&p, "ann", 1000);
     check_charged(&p, "tx-first", "order-7", "ann", 200, "executed", 800);
-    call_result_t r;
+    fixture_reply_t r;
     call_charge(&r, &p, "tx-second", "order-7", "ann", 200);
     expect_error(&r, "same order, another transaction", 422, "InvalidRequest");
     ck_assert_msg(strstr(r.message, "already has a charge") != NULL, "message: '%s'", r.message);
-    participant_result_clear(&r);
+    fixture_reply_clear(&r);
     check_balance(&p, "ann", 800, 200);
     check_refunded(&p, "tx-second", "order-7", "null_compensation", 0);
     check_balance(&p, "ann", 800, 200);
@@ -310,13 +310,13 @@ static void *worker_run(void *arg)
         char order_id[32], tx[32];
         snprintf(order_id, sizeof order_id, "order-%d", w->first + i);
         snprintf(tx, sizeof tx, "tx-%d", w->first + i);
-        call_result_t r;
+        fixture_reply_t r;
         natsStatus s;
         if (w->refund) {
             Payments__RefundRequest req = PAYMENTS__REFUND_REQUEST__INIT;
             req.order_id = order_id;
-            s = participant_send(&r, w->nc, "payments.refund", tx, &req.base, &payments__refund_reply__descriptor,
-                                 fixture_ms(20000));
+            s = fixture_request_tx(&r, w->nc, "payments.refund", tx, &req.base, &payments__refund_reply__descriptor,
+                                   fixture_ms(20000));
             if (s == NATS_OK && r.code == 0)
                 w->refunded[i] = ((Payments__RefundReply *)r.reply)->refunded;
         } else {
@@ -324,8 +324,8 @@ static void *worker_run(void *arg)
             req.order_id = order_id;
             req.customer = "ann";
             req.amount = PRICE;
-            s = participant_send(&r, w->nc, "payments.charge", tx, &req.base, &payments__charge_reply__descriptor,
-                                 fixture_ms(20000));
+            s = fixture_request_tx(&r, w->nc, "payments.charge", tx, &req.base, &payments__charge_reply__descriptor,
+                                   fixture_ms(20000));
         }
         if (s != NATS_OK) {
             w->transport = s;
@@ -334,7 +334,7 @@ static void *worker_run(void *arg)
         w->ok[i] = r.code == 0;
         w->code[i] = r.code;
         snprintf(w->type[i], sizeof w->type[i], "%s", r.type);
-        participant_result_clear(&r);
+        fixture_reply_clear(&r);
     }
     return NULL;
 }
@@ -404,19 +404,20 @@ START_TEST(test_binary_sweeps_serves_and_stops)
 {
     char db_path[512];
     fixture_path(db_path, sizeof db_path, "payments-bin", ".db");
-    fixture_seed_barrier(db_path);
+    participant_seed_barrier(db_path);
     natsConnection *nc = NULL;
     ck_assert_str_eq(natomic_status_name(natomic_connect(&nc, fixture_nats_url(), NULL)), "NATOMIC_OK");
-    child_service_t c;
+    fixture_child_t c;
+    memset(&c, 0, sizeof c);
     const char *args[] = {"--nats", fixture_nats_url(), "--db", db_path, "--workers", "4", NULL};
-    child_start(&c, "PAYMENTS_BIN", args);
-    int up = child_wait_answer(&c, nc, "$SRV.PING.payments");
+    fixture_spawn(&c, fixture_bin("PAYMENTS_BIN"), args, NULL);
+    int up = fixture_wait_ping(&c, nc, "payments");
     if (!up)
-        child_stop(&c, SIGKILL);
+        fixture_stop_child(&c, SIGKILL);
     ck_assert_msg(up, "payments never answered (log: %s)", c.log_path);
 
-    ck_assert_int_eq(fixture_file_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-old'"), 0);
-    ck_assert_int_eq(fixture_file_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-new'"), 1);
+    ck_assert_int_eq(fixture_db_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-old'"), 0);
+    ck_assert_int_eq(fixture_db_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-new'"), 1);
 
     Payments__DepositRequest req = PAYMENTS__DEPOSIT_REQUEST__INIT;
     req.customer = "bob";
@@ -429,13 +430,13 @@ START_TEST(test_binary_sweeps_serves_and_stops)
     ck_assert_int_eq(((Payments__BalanceReply *)reply)->balance, 70);
     protobuf_c_message_free_unpacked(reply, NULL);
 
-    int status = child_stop(&c, SIGTERM);
+    int status = fixture_stop_child(&c, SIGTERM);
     char log[4096];
-    child_log(&c, log, sizeof log);
+    fixture_read_file(c.log_path, log, sizeof log);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "payments ended with wait status %#x: %s",
                   (unsigned)status, log);
     ck_assert_msg(strstr(log, "swept 1 barrier rows") != NULL, "the log does not report the sweep: %s", log);
-    ck_assert_int_eq(fixture_file_int(db_path, "SELECT balance FROM accounts WHERE customer = 'bob'"), 70);
+    ck_assert_int_eq(fixture_db_int(db_path, "SELECT balance FROM accounts WHERE customer = 'bob'"), 70);
     natsConnection_Destroy(nc);
 }
 END_TEST
@@ -468,5 +469,5 @@ static Suite *payments_suite(void)
 
 int main(void)
 {
-    return participant_main(payments_suite());
+    return fixture_run(payments_suite(), "participants");
 }

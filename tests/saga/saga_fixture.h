@@ -5,52 +5,33 @@
  * SQLite file, and driven only from outside -- NATS calls, the events on
  * events.orders.order_created, and the databases opened read-only.
  *
- * saga_main() starts one nats-server before Check forks any test and
- * stops it afterwards. Each test starts its own four services
- * (saga_start) and stops them (saga_stop). Helpers that can fail assert
- * with Check: call them from the test's thread (the children die with the
- * thread that started them, PR_SET_PDEATHSIG).
+ * fixture_run() (tests/fixture) starts one nats-server before Check
+ * forks any test and stops it afterwards. Each test starts its own four
+ * services (saga_start) and stops them (saga_stop); a service stopped
+ * early goes through fixture_stop_child(). Database reads are
+ * fixture_db_int() (a file, read-only) and fixture_query_int() (an
+ * oracle connection). Helpers that can fail assert with Check: call them
+ * from the test's thread (the children die with the thread that started
+ * them, PR_SET_PDEATHSIG).
  */
 #ifndef SAGA_FIXTURE_H
 #define SAGA_FIXTURE_H
 
-#include <check.h>
-#include <natomic.h>
-#include <stdint.h>
-
+#include "fixture.h"
 #include "orders.pb-c.h"
-#include "process.h"
 
 #define SAGA_CALL_TIMEOUT_MS 30000
-
-typedef struct saga_service {
-    const char *name;      /* "inventory", ...                           */
-    lab_process_t proc;
-    char db_path[512];
-    char log_path[512];
-} saga_service_t;
 
 typedef struct saga {
     natsConnection *nc;
     natsSubscription *events;   /* events.orders.order_created, from before the start */
-    saga_service_t inventory, payments, orders, notifications;
+    fixture_child_t inventory, payments, orders, notifications;   /* each with its name and db_path */
 } saga_t;
-
-/* Starts nats-server, runs the suite (TAP), stops the server, removes the work folder. Returns 0 (1 with "Bail out!"). */
-int saga_main(Suite *suite);
-
-/* A bounded wait of `ms`, five times longer under valgrind. */
-int saga_ms(int ms);
-int64_t saga_now_ms(void);
-void saga_sleep_ms(int ms);
 
 /* Connects, subscribes to the events, starts the four services and waits until each answers $SRV.PING.<name>. */
 void saga_start(saga_t *s);
-/* Stops the services with SIGTERM (each must exit 0) and closes the connection. */
+/* Stops the services with SIGTERM (each must exit 0, one stopped early too) and closes the connection. */
 void saga_stop(saga_t *s);
-
-/* Stops one service early with `sig` (saga_stop then skips it). Returns the wait status. */
-int saga_service_stop(saga_service_t *svc, int sig);
 
 /* Seeds: inventory.restock and payments.deposit; assert success. */
 void saga_restock(saga_t *s, const char *sku, int64_t qty);
@@ -75,20 +56,11 @@ natomic_status_t saga_get_order(saga_t *s, const char *order_id, Orders__OrderRe
 void saga_order_id_from_message(char *out, size_t cap, const char *message);
 
 /*
- * The one integer result of `fmt` (an sqlite3_mprintf() format: %Q
- * quotes a string) on the database at `path` opened read-only; NULL reads
- * as 0. Asserts the query ran.
- */
-int64_t saga_db_int(const char *path, const char *fmt, ...);
-
-/*
  * Read-only connection to the orders database with the three others
- * attached as inv, pay and notif, for cross-service oracles. Close with
- * sqlite3_close().
+ * attached as inv, pay and notif, for cross-service oracles (read with
+ * fixture_query_int). Close with sqlite3_close().
  */
 struct sqlite3 *saga_oracle_open(const saga_t *s);
-/* The same on an oracle connection. */
-int64_t saga_oracle_int(struct sqlite3 *db, const char *fmt, ...);
 
 /*
  * Waits up to total_ms for events on s->events until `want` arrived, then

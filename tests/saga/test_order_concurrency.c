@@ -71,7 +71,7 @@ static void *client_main(void *arg)
 
 static int64_t confirmed_orders(sqlite3 *oracle)
 {
-    return saga_oracle_int(oracle, "SELECT count(*) FROM orders WHERE status = 'confirmed'");
+    return fixture_query_int(oracle, "SELECT count(*) FROM orders WHERE status = 'confirmed'");
 }
 
 START_TEST(test_200_concurrent_orders)
@@ -130,13 +130,13 @@ START_TEST(test_200_concurrent_orders)
                   (long long)confirmed, ok);
     static Orders__OrderCreated *events[ORDERS + 16];
     static char event_ids[ORDERS + 16][64];
-    int n_events = saga_collect_events(&s, events, event_ids, ORDERS + 16, (int)confirmed, 500, saga_ms(SETTLE_MS));
+    int n_events = saga_collect_events(&s, events, event_ids, ORDERS + 16, (int)confirmed, 500, fixture_ms(SETTLE_MS));
     int64_t notifications = 0;
-    for (int64_t end = saga_now_ms() + saga_ms(SETTLE_MS);;) {
-        notifications = saga_oracle_int(oracle, "SELECT count(*) FROM notif.notifications");
-        if (notifications >= confirmed || saga_now_ms() > end)
+    for (int64_t end = fixture_now_ms() + fixture_ms(SETTLE_MS);;) {
+        notifications = fixture_query_int(oracle, "SELECT count(*) FROM notif.notifications");
+        if (notifications >= confirmed || fixture_now_ms() > end)
             break;
-        saga_sleep_ms(50);
+        fixture_sleep_ms(50);
     }
     ck_assert_msg(n_events == confirmed, "order_created events: %d, confirmed orders: %lld", n_events,
                   (long long)confirmed);
@@ -145,7 +145,7 @@ START_TEST(test_200_concurrent_orders)
 
     /* Each event is for a distinct confirmed order. */
     for (int i = 0; i < n_events; i++) {
-        int64_t is_confirmed = saga_oracle_int(
+        int64_t is_confirmed = fixture_query_int(
             oracle, "SELECT count(*) FROM orders WHERE order_id = %Q AND status = 'confirmed'", events[i]->order_id);
         ck_assert_msg(is_confirmed == 1, "order_created for %s, which is not a confirmed order",
                       events[i]->order_id);
@@ -157,9 +157,9 @@ START_TEST(test_200_concurrent_orders)
     }
     for (int i = 0; i < n_events; i++)
         orders__order_created__free_unpacked(events[i], NULL);
-    ck_assert_int_eq(saga_oracle_int(oracle, "SELECT count(*) FROM notif.notifications n WHERE NOT EXISTS "
-                                             "(SELECT 1 FROM orders o WHERE o.order_id = n.order_id "
-                                             "AND o.status = 'confirmed')"),
+    ck_assert_int_eq(fixture_query_int(oracle, "SELECT count(*) FROM notif.notifications n WHERE NOT EXISTS "
+                                               "(SELECT 1 FROM orders o WHERE o.order_id = n.order_id "
+                                               "AND o.status = 'confirmed')"),
                      0);
 
     /* Every reply agrees with the database. */
@@ -167,22 +167,22 @@ START_TEST(test_200_concurrent_orders)
         for (int i = 0; i < ORDERS_PER_THREAD; i++) {
             const order_result_t *r = &clients[t].results[i];
             const char *want = r->status == NATOMIC_OK ? "confirmed" : "cancelled";
-            int64_t match = saga_oracle_int(oracle, "SELECT count(*) FROM orders WHERE order_id = %Q AND status = %Q",
-                                            r->order_id, want);
+            int64_t match = fixture_query_int(oracle, "SELECT count(*) FROM orders WHERE order_id = %Q AND status = %Q",
+                                              r->order_id, want);
             ck_assert_msg(match == 1, "order %s: reply says %s, the database has %lld such row(s)", r->order_id,
                           want, (long long)match);
         }
-    ck_assert_int_eq(saga_oracle_int(oracle, "SELECT count(*) FROM orders"), ORDERS);
-    ck_assert_int_eq(saga_oracle_int(oracle, "SELECT count(*) FROM orders WHERE status = 'pending'"), 0);
+    ck_assert_int_eq(fixture_query_int(oracle, "SELECT count(*) FROM orders"), ORDERS);
+    ck_assert_int_eq(fixture_query_int(oracle, "SELECT count(*) FROM orders WHERE status = 'pending'"), 0);
 
     /* Stock: never negative, conserved, and what is reserved is held by reservations. */
-    int64_t available = saga_oracle_int(oracle, "SELECT available FROM inv.stock WHERE sku = 'widget'");
-    int64_t reserved = saga_oracle_int(oracle, "SELECT reserved FROM inv.stock WHERE sku = 'widget'");
+    int64_t available = fixture_query_int(oracle, "SELECT available FROM inv.stock WHERE sku = 'widget'");
+    int64_t reserved = fixture_query_int(oracle, "SELECT reserved FROM inv.stock WHERE sku = 'widget'");
     ck_assert_msg(available >= 0, "available stock is negative: %lld", (long long)available);
     ck_assert_msg(available + reserved == STOCK, "available %lld + reserved %lld: expected %d", (long long)available,
                   (long long)reserved, STOCK);
-    ck_assert_int_eq(saga_oracle_int(oracle, "SELECT coalesce(sum(qty), 0) FROM inv.reservations "
-                                             "WHERE state = 'reserved'"),
+    ck_assert_int_eq(fixture_query_int(oracle, "SELECT coalesce(sum(qty), 0) FROM inv.reservations "
+                                               "WHERE state = 'reserved'"),
                      reserved);
     int64_t svc_available = 0, svc_reserved = 0;
     saga_get_stock(&s, "widget", &svc_available, &svc_reserved);
@@ -190,37 +190,37 @@ START_TEST(test_200_concurrent_orders)
     ck_assert_int_eq(svc_reserved, reserved);
 
     /* Money: no balance negative, conserved, and what is charged is held by charges. */
-    int64_t balances = saga_oracle_int(oracle, "SELECT coalesce(sum(balance), 0) FROM pay.accounts");
-    int64_t charged = saga_oracle_int(oracle, "SELECT coalesce(sum(charged), 0) FROM pay.accounts");
-    ck_assert_int_eq(saga_oracle_int(oracle, "SELECT count(*) FROM pay.accounts WHERE balance < 0 OR charged < 0"),
+    int64_t balances = fixture_query_int(oracle, "SELECT coalesce(sum(balance), 0) FROM pay.accounts");
+    int64_t charged = fixture_query_int(oracle, "SELECT coalesce(sum(charged), 0) FROM pay.accounts");
+    ck_assert_int_eq(fixture_query_int(oracle, "SELECT count(*) FROM pay.accounts WHERE balance < 0 OR charged < 0"),
                      0);
     ck_assert_msg(balances + charged == DEPOSITS, "balances %lld + charged %lld: expected deposits %d",
                   (long long)balances, (long long)charged, DEPOSITS);
-    ck_assert_int_eq(saga_oracle_int(oracle, "SELECT coalesce(sum(amount), 0) FROM pay.charges "
-                                             "WHERE state = 'charged'"),
+    ck_assert_int_eq(fixture_query_int(oracle, "SELECT coalesce(sum(amount), 0) FROM pay.charges "
+                                               "WHERE state = 'charged'"),
                      charged);
     ck_assert_int_eq(charged, confirmed * PRICE);
     ck_assert_int_eq(reserved, confirmed);
 
     /* Atomicity per order: confirmed with both, cancelled with neither. */
-    int64_t confirmed_incomplete = saga_oracle_int(
+    int64_t confirmed_incomplete = fixture_query_int(
         oracle, "SELECT count(*) FROM orders o WHERE o.status = 'confirmed' AND ("
                 "NOT EXISTS (SELECT 1 FROM inv.reservations r WHERE r.order_id = o.order_id AND r.state = 'reserved')"
                 " OR NOT EXISTS (SELECT 1 FROM pay.charges c WHERE c.order_id = o.order_id AND c.state = 'charged'))");
     ck_assert_msg(confirmed_incomplete == 0, "confirmed orders missing a reservation or a charge: %lld, expected 0",
                   (long long)confirmed_incomplete);
-    int64_t cancelled_holding = saga_oracle_int(
+    int64_t cancelled_holding = fixture_query_int(
         oracle, "SELECT count(*) FROM orders o WHERE o.status = 'cancelled' AND ("
                 "EXISTS (SELECT 1 FROM inv.reservations r WHERE r.order_id = o.order_id AND r.state = 'reserved')"
                 " OR EXISTS (SELECT 1 FROM pay.charges c WHERE c.order_id = o.order_id AND c.state = 'charged'))");
     ck_assert_msg(cancelled_holding == 0, "cancelled orders still holding a reservation or a charge: %lld, expected 0",
                   (long long)cancelled_holding);
     /* Nothing downstream belongs to an order the orders service does not know. */
-    ck_assert_int_eq(saga_oracle_int(oracle, "SELECT count(*) FROM inv.reservations r WHERE NOT EXISTS "
-                                             "(SELECT 1 FROM orders o WHERE o.order_id = r.order_id)"),
+    ck_assert_int_eq(fixture_query_int(oracle, "SELECT count(*) FROM inv.reservations r WHERE NOT EXISTS "
+                                               "(SELECT 1 FROM orders o WHERE o.order_id = r.order_id)"),
                      0);
-    ck_assert_int_eq(saga_oracle_int(oracle, "SELECT count(*) FROM pay.charges c WHERE NOT EXISTS "
-                                             "(SELECT 1 FROM orders o WHERE o.order_id = c.order_id)"),
+    ck_assert_int_eq(fixture_query_int(oracle, "SELECT count(*) FROM pay.charges c WHERE NOT EXISTS "
+                                               "(SELECT 1 FROM orders o WHERE o.order_id = c.order_id)"),
                      0);
     sqlite3_close(oracle);
     saga_stop(&s);
@@ -239,5 +239,5 @@ static Suite *order_concurrency_suite(void)
 
 int main(void)
 {
-    return saga_main(order_concurrency_suite());
+    return fixture_run(order_concurrency_suite(), "saga");
 }

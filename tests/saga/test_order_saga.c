@@ -29,7 +29,7 @@
 static void check_no_event(saga_t *s)
 {
     Orders__OrderCreated *ev[4];
-    int n = saga_collect_events(s, ev, NULL, 4, 0, QUIET_MS, saga_ms(QUIET_MS));
+    int n = saga_collect_events(s, ev, NULL, 4, 0, QUIET_MS, fixture_ms(QUIET_MS));
     for (int i = 0; i < n && i < 4; i++) {
         fprintf(stderr, "unexpected order_created for %s\n", ev[i]->order_id);
         orders__order_created__free_unpacked(ev[i], NULL);
@@ -40,10 +40,10 @@ static void check_no_event(saga_t *s)
 /* The status of the order in the orders database, as 0 pending, 1 confirmed, 2 cancelled, -1 missing. */
 static int64_t db_status(saga_t *s, const char *order_id)
 {
-    return saga_db_int(s->orders.db_path,
-                       "SELECT coalesce((SELECT CASE status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 "
-                       "WHEN 'cancelled' THEN 2 END FROM orders WHERE order_id = %Q), -1)",
-                       order_id);
+    return fixture_db_int(s->orders.db_path,
+                          "SELECT coalesce((SELECT CASE status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 "
+                          "WHEN 'cancelled' THEN 2 END FROM orders WHERE order_id = %Q), -1)",
+                          order_id);
 }
 
 /* get_order reports `status` for the order. */
@@ -92,21 +92,21 @@ START_TEST(test_confirmed_order)
     ck_assert_int_eq(charged, 3000);
     check_get_order(&s, order_id, "confirmed");
     ck_assert_int_eq(db_status(&s, order_id), 1);
-    ck_assert_int_eq(saga_db_int(s.inventory.db_path,
-                                 "SELECT count(*) FROM reservations WHERE order_id = %Q AND state = 'reserved' "
-                                 "AND qty = 2",
-                                 order_id),
+    ck_assert_int_eq(fixture_db_int(s.inventory.db_path,
+                                    "SELECT count(*) FROM reservations WHERE order_id = %Q AND state = 'reserved' "
+                                    "AND qty = 2",
+                                    order_id),
                      1);
-    ck_assert_int_eq(saga_db_int(s.payments.db_path,
-                                 "SELECT count(*) FROM charges WHERE order_id = %Q AND state = 'charged' "
-                                 "AND amount = 3000",
-                                 order_id),
+    ck_assert_int_eq(fixture_db_int(s.payments.db_path,
+                                    "SELECT count(*) FROM charges WHERE order_id = %Q AND state = 'charged' "
+                                    "AND amount = 3000",
+                                    order_id),
                      1);
 
     /* Exactly one order_created, carrying the order. */
     Orders__OrderCreated *ev[4];
     char ids[4][64];
-    int n = saga_collect_events(&s, ev, ids, 4, 1, QUIET_MS, saga_ms(5000));
+    int n = saga_collect_events(&s, ev, ids, 4, 1, QUIET_MS, fixture_ms(5000));
     ck_assert_msg(n == 1, "order_created events: expected 1, got %d", n);
     ck_assert_str_eq(ev[0]->order_id, order_id);
     ck_assert_str_eq(ev[0]->customer, "alice");
@@ -118,20 +118,20 @@ START_TEST(test_confirmed_order)
 
     /* One notification for alice, for that event (the consumer may still be writing: bounded wait). */
     Notifications__ListReply *list = NULL;
-    int64_t end = saga_now_ms() + saga_ms(5000);
+    int64_t end = fixture_now_ms() + fixture_ms(5000);
     for (;;) {
         Notifications__ListRequest req = NOTIFICATIONS__LIST_REQUEST__INIT;
         req.customer = "alice";
         ProtobufCMessage *reply = NULL;
         st = natomic_request(&reply, s.nc, "notifications.list", &req.base, &notifications__list_reply__descriptor,
-                             saga_ms(SAGA_CALL_TIMEOUT_MS), &info);
+                             fixture_ms(SAGA_CALL_TIMEOUT_MS), &info);
         ck_assert_msg(st == NATOMIC_OK, "notifications.list: expected success, got %s (%s: %s)",
                       natomic_status_name(st), info.type, info.message);
         list = (Notifications__ListReply *)reply;
-        if (list->n_notifications > 0 || saga_now_ms() > end)
+        if (list->n_notifications > 0 || fixture_now_ms() > end)
             break;
         notifications__list_reply__free_unpacked(list, NULL);
-        saga_sleep_ms(20);
+        fixture_sleep_ms(20);
     }
     ck_assert_int_eq(list->n_notifications, 1);
     Notifications__Notification *note = list->notifications[0];
@@ -143,7 +143,7 @@ START_TEST(test_confirmed_order)
                   "notification text '%s' does not name the order, the sku and 30.00", note->text);
     ck_assert_msg(note->created_at[0] != '\0', "notification without created_at");
     notifications__list_reply__free_unpacked(list, NULL);
-    ck_assert_int_eq(saga_db_int(s.notifications.db_path, "SELECT count(*) FROM notifications"), 1);
+    ck_assert_int_eq(fixture_db_int(s.notifications.db_path, "SELECT count(*) FROM notifications"), 1);
 
     saga_stop(&s);
 }
@@ -170,23 +170,23 @@ START_TEST(test_payment_declined)
     saga_get_stock(&s, "book", &available, &reserved);
     ck_assert_int_eq(available, 10);
     ck_assert_int_eq(reserved, 0);
-    ck_assert_int_eq(saga_db_int(s.inventory.db_path,
-                                 "SELECT count(*) FROM reservations WHERE order_id = %Q AND state = 'released'",
-                                 order_id),
+    ck_assert_int_eq(fixture_db_int(s.inventory.db_path,
+                                    "SELECT count(*) FROM reservations WHERE order_id = %Q AND state = 'released'",
+                                    order_id),
                      1);
-    ck_assert_int_eq(saga_db_int(s.inventory.db_path, "SELECT count(*) FROM reservations WHERE state = 'reserved'"),
+    ck_assert_int_eq(fixture_db_int(s.inventory.db_path, "SELECT count(*) FROM reservations WHERE state = 'reserved'"),
                      0);
     /* The money was never taken. */
     saga_get_balance(&s, "bob", &balance, &charged);
     ck_assert_int_eq(balance, 1000);
     ck_assert_int_eq(charged, 0);
-    ck_assert_int_eq(saga_db_int(s.payments.db_path, "SELECT count(*) FROM charges"), 0);
+    ck_assert_int_eq(fixture_db_int(s.payments.db_path, "SELECT count(*) FROM charges"), 0);
 
     check_get_order(&s, order_id, "cancelled");
     ck_assert_int_eq(db_status(&s, order_id), 2);
-    ck_assert_int_eq(saga_db_int(s.orders.db_path, "SELECT count(*) FROM orders"), 1);
+    ck_assert_int_eq(fixture_db_int(s.orders.db_path, "SELECT count(*) FROM orders"), 1);
     check_no_event(&s);
-    ck_assert_int_eq(saga_db_int(s.notifications.db_path, "SELECT count(*) FROM notifications"), 0);
+    ck_assert_int_eq(fixture_db_int(s.notifications.db_path, "SELECT count(*) FROM notifications"), 0);
     saga_stop(&s);
 }
 END_TEST
@@ -211,13 +211,13 @@ START_TEST(test_out_of_stock)
     saga_get_stock(&s, "book", &available, &reserved);
     ck_assert_int_eq(available, 1);
     ck_assert_int_eq(reserved, 0);
-    ck_assert_int_eq(saga_db_int(s.inventory.db_path, "SELECT count(*) FROM reservations"), 0);
+    ck_assert_int_eq(fixture_db_int(s.inventory.db_path, "SELECT count(*) FROM reservations"), 0);
     /* No charge was attempted: payments never saw this transaction, not even a refund. */
     saga_get_balance(&s, "carol", &balance, &charged);
     ck_assert_int_eq(balance, 10000);
     ck_assert_int_eq(charged, 0);
-    ck_assert_int_eq(saga_db_int(s.payments.db_path, "SELECT count(*) FROM charges"), 0);
-    ck_assert_int_eq(saga_db_int(s.payments.db_path, "SELECT count(*) FROM natomic_barrier"), 0);
+    ck_assert_int_eq(fixture_db_int(s.payments.db_path, "SELECT count(*) FROM charges"), 0);
+    ck_assert_int_eq(fixture_db_int(s.payments.db_path, "SELECT count(*) FROM natomic_barrier"), 0);
 
     check_get_order(&s, order_id, "cancelled");
     ck_assert_int_eq(db_status(&s, order_id), 2);
@@ -232,7 +232,7 @@ START_TEST(test_payments_unavailable)
     saga_start(&s);
     saga_restock(&s, "book", 10);
     saga_deposit(&s, "erin", 10000);
-    int status = saga_service_stop(&s.payments, SIGTERM);
+    int status = fixture_stop_child(&s.payments, SIGTERM);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "payments ended with wait status %#x (log: %s)",
                   (unsigned)status, s.payments.log_path);
 
@@ -255,8 +255,8 @@ START_TEST(test_payments_unavailable)
     check_get_order(&s, order_id, "cancelled");
     check_no_event(&s);
     /* payments' own file: the charge never arrived. */
-    ck_assert_int_eq(saga_db_int(s.payments.db_path, "SELECT count(*) FROM charges"), 0);
-    ck_assert_int_eq(saga_db_int(s.payments.db_path, "SELECT balance FROM accounts WHERE customer = 'erin'"), 10000);
+    ck_assert_int_eq(fixture_db_int(s.payments.db_path, "SELECT count(*) FROM charges"), 0);
+    ck_assert_int_eq(fixture_db_int(s.payments.db_path, "SELECT balance FROM accounts WHERE customer = 'erin'"), 10000);
     saga_stop(&s);
 }
 END_TEST
@@ -282,9 +282,9 @@ START_TEST(test_bad_requests)
         ck_assert_int_eq(info.code, 400);
     }
     /* Nothing was written or called. */
-    ck_assert_int_eq(saga_db_int(s.orders.db_path, "SELECT count(*) FROM orders"), 0);
-    ck_assert_int_eq(saga_db_int(s.inventory.db_path, "SELECT count(*) FROM reservations"), 0);
-    ck_assert_int_eq(saga_db_int(s.payments.db_path, "SELECT count(*) FROM charges"), 0);
+    ck_assert_int_eq(fixture_db_int(s.orders.db_path, "SELECT count(*) FROM orders"), 0);
+    ck_assert_int_eq(fixture_db_int(s.inventory.db_path, "SELECT count(*) FROM reservations"), 0);
+    ck_assert_int_eq(fixture_db_int(s.payments.db_path, "SELECT count(*) FROM charges"), 0);
 
     natomic_call_info_t info;
     natomic_status_t st = saga_get_order(&s, "ord-nope", NULL, &info);
@@ -312,5 +312,5 @@ static Suite *order_saga_suite(void)
 
 int main(void)
 {
-    return saga_main(order_saga_suite());
+    return fixture_run(order_saga_suite(), "saga");
 }

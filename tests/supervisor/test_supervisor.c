@@ -15,61 +15,26 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <natomic.h>
 #include <poll.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "conversions.pb-c.h"
 #include "embedded_nats.h"
 #include "fault_proxy.h"
+#include "fixture.h"
 #include "supervisor.h"
 
 #define SUBJECT "conversions.inches_to_cm"
 
 static char self_path[PATH_MAX];
-
-/* ------------------------------------------------------------------ */
-/* Helpers                                                             */
-/* ------------------------------------------------------------------ */
-
-static int scaled(int ms)
-{
-    const char *v = getenv("NATOMIC_UNDER_VALGRIND");
-    return v != NULL && *v != '\0' && strcmp(v, "0") != 0 ? ms * 5 : ms;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
 
 /* ------------------------------------------------------------------ */
 /* The proxy between a client and a real nats-server                   */
@@ -138,11 +103,11 @@ static natsStatus echo(proxy_fixture_t *f, const char *payload, int timeout_ms)
 /* Retries until a request succeeds; the time it took, or -1 after total_ms. */
 static int64_t echo_until_ok(proxy_fixture_t *f, int total_ms)
 {
-    int64_t start = now_ms(), end = start + total_ms;
-    while (now_ms() < end) {
+    int64_t start = fixture_now_ms(), end = start + total_ms;
+    while (fixture_now_ms() < end) {
         if (echo(f, "again", 300) == NATS_OK)
-            return now_ms() - start;
-        sleep_ms(50);
+            return fixture_now_ms() - start;
+        fixture_sleep_ms(50);
     }
     return -1;
 }
@@ -151,27 +116,27 @@ START_TEST(proxy_pass_cut_heal)
 {
     proxy_fixture_t f;
     proxy_up(&f);
-    natsStatus s = echo(&f, "hello", scaled(2000));
+    natsStatus s = echo(&f, "hello", fixture_ms(2000));
     ck_assert_msg(s == NATS_OK, "request through a passing proxy: %s", natsStatus_GetText(s));
 
     fault_proxy_set(f.proxy, FAULT_PROXY_CUT, 0);
-    int64_t end = now_ms() + scaled(5000);
-    while (natsConnection_Status(f.via) == NATS_CONN_STATUS_CONNECTED && now_ms() < end)
-        sleep_ms(10);
+    int64_t end = fixture_now_ms() + fixture_ms(5000);
+    while (natsConnection_Status(f.via) == NATS_CONN_STATUS_CONNECTED && fixture_now_ms() < end)
+        fixture_sleep_ms(10);
     natsConnStatus cs = natsConnection_Status(f.via);
     ck_assert_msg(cs != NATS_CONN_STATUS_CONNECTED, "the client still says connected after the cut (status %d)",
                   (int)cs);
     s = echo(&f, "lost", 300);
     ck_assert_msg(s != NATS_OK, "a request went through a cut proxy");
     /* Its reconnects are accepted and closed: it stays disconnected while cut. */
-    sleep_ms(500);
+    fixture_sleep_ms(500);
     cs = natsConnection_Status(f.via);
     ck_assert_msg(cs != NATS_CONN_STATUS_CONNECTED, "the client reconnected through a cut proxy (status %d)",
                   (int)cs);
 
     fault_proxy_set(f.proxy, FAULT_PROXY_PASS, 0);
-    int64_t took = echo_until_ok(&f, scaled(10000));
-    ck_assert_msg(took >= 0, "no request went through within %d ms of the heal", scaled(10000));
+    int64_t took = echo_until_ok(&f, fixture_ms(10000));
+    ck_assert_msg(took >= 0, "no request went through within %d ms of the heal", fixture_ms(10000));
     proxy_down(&f);
 }
 END_TEST
@@ -180,7 +145,7 @@ START_TEST(proxy_blackhole_heal)
 {
     proxy_fixture_t f;
     proxy_up(&f);
-    natsStatus s = echo(&f, "hello", scaled(2000));
+    natsStatus s = echo(&f, "hello", fixture_ms(2000));
     ck_assert_msg(s == NATS_OK, "request through a passing proxy: %s", natsStatus_GetText(s));
 
     fault_proxy_set(f.proxy, FAULT_PROXY_BLACKHOLE, 0);
@@ -193,8 +158,8 @@ START_TEST(proxy_blackhole_heal)
     ck_assert_msg(cs == NATS_CONN_STATUS_CONNECTED, "status %d in a blackhole, expected connected", (int)cs);
 
     fault_proxy_set(f.proxy, FAULT_PROXY_PASS, 0);
-    int64_t took = echo_until_ok(&f, scaled(10000));
-    ck_assert_msg(took >= 0, "no request went through within %d ms of the heal", scaled(10000));
+    int64_t took = echo_until_ok(&f, fixture_ms(10000));
+    ck_assert_msg(took >= 0, "no request went through within %d ms of the heal", fixture_ms(10000));
     proxy_down(&f);
 }
 END_TEST
@@ -207,7 +172,7 @@ START_TEST(proxy_delay)
     natsStatus s = echo(&f, "slow", 100);
     ck_assert_msg(s == NATS_TIMEOUT, "request with 100 ms through a 300 ms delay: %s, expected a timeout",
                   natsStatus_GetText(s));
-    s = echo(&f, "slow but in time", scaled(2000));
+    s = echo(&f, "slow but in time", fixture_ms(2000));
     ck_assert_msg(s == NATS_OK, "request with 2 s through a 300 ms delay: %s", natsStatus_GetText(s));
 
     /* A payload bigger than one read, in order, through the delay and then the plain pipe. */
@@ -217,10 +182,10 @@ START_TEST(proxy_delay)
     for (size_t i = 0; i < big_len; i++)
         big[i] = (char)('a' + (i * 7 + i / 4096) % 26);
     big[big_len] = '\0';
-    s = echo(&f, big, scaled(5000));
+    s = echo(&f, big, fixture_ms(5000));
     ck_assert_msg(s == NATS_OK, "600 KiB echo through a delay: %s", natsStatus_GetText(s));
     fault_proxy_set(f.proxy, FAULT_PROXY_PASS, 0);
-    s = echo(&f, big, scaled(5000));
+    s = echo(&f, big, fixture_ms(5000));
     ck_assert_msg(s == NATS_OK, "600 KiB echo after the heal: %s", natsStatus_GetText(s));
     free(big);
     proxy_down(&f);
@@ -236,9 +201,9 @@ START_TEST(proxy_stop_with_open_connections)
     natsConnection_PublishString(f.via, "echo", "pending");
     fault_proxy_stop(f.proxy);
     f.proxy = NULL;
-    int64_t end = now_ms() + scaled(5000);
-    while (natsConnection_Status(f.via) == NATS_CONN_STATUS_CONNECTED && now_ms() < end)
-        sleep_ms(10);
+    int64_t end = fixture_now_ms() + fixture_ms(5000);
+    while (natsConnection_Status(f.via) == NATS_CONN_STATUS_CONNECTED && fixture_now_ms() < end)
+        fixture_sleep_ms(10);
     ck_assert_msg(natsConnection_Status(f.via) != NATS_CONN_STATUS_CONNECTED,
                   "the client is still connected after the proxy stopped");
     fault_proxy_stop(NULL); /* a no-op */
@@ -278,32 +243,20 @@ static natomic_status_t convert(supervisor_t *sv, double inches, int timeout_ms,
 /* Retries until a call succeeds within total_ms; the last status. */
 static natomic_status_t convert_until_ok(supervisor_t *sv, int total_ms)
 {
-    int64_t end = now_ms() + total_ms;
+    int64_t end = fixture_now_ms() + total_ms;
     natomic_status_t st;
     do {
         st = convert(sv, 1.0, 500, NULL);
         if (st == NATOMIC_OK)
             return st;
-        sleep_ms(50);
-    } while (now_ms() < end);
+        fixture_sleep_ms(50);
+    } while (fixture_now_ms() < end);
     return st;
 }
 
 static int64_t history_rows(const supervisor_t *sv)
 {
-    sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(sv->svc[0].db_path, &db, SQLITE_OPEN_READONLY, NULL);
-    sqlite3_stmt *stmt = NULL;
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM history", -1, &stmt, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(stmt);
-    int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
-    const char *err = db != NULL ? sqlite3_errmsg(db) : "no memory";
-    ck_assert_msg(rc == SQLITE_ROW, "reading %s: %s", sv->svc[0].db_path, err);
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-    return n;
+    return fixture_db_int(sv->svc[0].db_path, "SELECT count(*) FROM history");
 }
 
 START_TEST(supervisor_kill_and_restart)
@@ -317,7 +270,7 @@ START_TEST(supervisor_kill_and_restart)
     ck_assert_ptr_null(supervisor_find(&sv, "nonesuch", &n));
     ck_assert_int_eq(n, 0);
 
-    natomic_status_t st = convert(&sv, 2.0, scaled(5000), NULL);
+    natomic_status_t st = convert(&sv, 2.0, fixture_ms(5000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "first call: %s", natomic_strerror(st));
     ck_assert_int_eq(history_rows(&sv), 1);
 
@@ -325,10 +278,10 @@ START_TEST(supervisor_kill_and_restart)
     ck_assert_int_eq(supervisor_kill(&sv, "conversions"), 0);
     ck_assert_int_eq(s->proc.pid, 0);
     ck_assert_msg(kill(old_pid, 0) == -1 && errno == ESRCH, "pid %ld still exists after the kill", (long)old_pid);
-    int64_t end = now_ms() + scaled(5000);
+    int64_t end = fixture_now_ms() + fixture_ms(5000);
     do {
         st = convert(&sv, 1.0, 500, NULL);
-    } while (st != NATOMIC_ENORESPONDERS && now_ms() < end);
+    } while (st != NATOMIC_ENORESPONDERS && fixture_now_ms() < end);
     ck_assert_msg(st == NATOMIC_ENORESPONDERS, "call to a killed service: %s, expected no responders",
                   natomic_status_name(st));
     ck_assert_int_eq(supervisor_kill(&sv, "conversions"), 0); /* again: nothing left to kill */
@@ -337,7 +290,7 @@ START_TEST(supervisor_kill_and_restart)
     ck_assert_msg(s->proc.pid > 0 && s->proc.pid != old_pid, "restart pid %ld (old %ld)", (long)s->proc.pid,
                   (long)old_pid);
     ck_assert_int_eq(history_rows(&sv), 1); /* the database outlived the process */
-    st = convert(&sv, 3.0, scaled(5000), NULL);
+    st = convert(&sv, 3.0, fixture_ms(5000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "call after the restart: %s", natomic_strerror(st));
     ck_assert_int_eq(history_rows(&sv), 2);
 
@@ -370,12 +323,12 @@ START_TEST(supervisor_faults_only_at_first_start)
     supervisor_t sv;
     sv_up(&sv, "natomic/before_handler=error");
     natomic_call_info_t info;
-    natomic_status_t st = convert(&sv, 1.0, scaled(5000), &info);
+    natomic_status_t st = convert(&sv, 1.0, fixture_ms(5000), &info);
     ck_assert_msg(st == NATOMIC_ETRANSIENT && strcmp(info.type, "InjectedFault") == 0,
                   "call with NATOMIC_FAULTS: %s type '%s', expected ETRANSIENT InjectedFault",
                   natomic_status_name(st), info.type);
     ck_assert_int_eq(supervisor_restart(&sv, "conversions"), 0);
-    st = convert(&sv, 1.0, scaled(5000), NULL);
+    st = convert(&sv, 1.0, fixture_ms(5000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "call after the restart (faults are for the first start only): %s",
                   natomic_status_name(st));
     supervisor_stop(&sv, false);
@@ -395,16 +348,16 @@ START_TEST(supervisor_pause_and_resume)
     ck_assert_int_eq(supervisor_pause(&sv, "conversions"), 0); /* already paused: nothing to do */
     ck_assert_int_eq(supervisor_resume(&sv, "conversions"), 0);
     ck_assert(!s->paused);
-    st = convert_until_ok(&sv, scaled(5000));
+    st = convert_until_ok(&sv, fixture_ms(5000));
     ck_assert_msg(st == NATOMIC_OK, "call after the resume: %s", natomic_status_name(st));
 
     /* Stopping with a paused service still ends it (SIGCONT before SIGTERM). */
     ck_assert_int_eq(supervisor_pause(&sv, "conversions"), 0);
     pid_t pid = s->proc.pid;
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_now_ms();
     supervisor_stop(&sv, false);
-    ck_assert_msg(now_ms() - t0 < 4000, "stop took %lld ms: the paused service ignored SIGTERM",
-                  (long long)(now_ms() - t0));
+    ck_assert_msg(fixture_now_ms() - t0 < 4000, "stop took %lld ms: the paused service ignored SIGTERM",
+                  (long long)(fixture_now_ms() - t0));
     ck_assert_msg(kill(pid, 0) == -1 && errno == ESRCH, "pid %ld still exists after stop", (long)pid);
 }
 END_TEST
@@ -417,28 +370,29 @@ START_TEST(supervisor_link_faults)
     natomic_status_t st = convert(&sv, 1.0, 500, NULL);
     ck_assert_msg(st != NATOMIC_OK, "a call went through a cut link");
     ck_assert_int_eq(supervisor_link(&sv, "conversions", FAULT_PROXY_PASS, 0), 0);
-    st = convert_until_ok(&sv, scaled(10000));
+    st = convert_until_ok(&sv, fixture_ms(10000));
     ck_assert_msg(st == NATOMIC_OK, "call after the heal: %s", natomic_status_name(st));
 
     ck_assert_int_eq(supervisor_link(&sv, "conversions", FAULT_PROXY_DELAY, 300), 0);
     st = convert(&sv, 1.0, 100, NULL);
     ck_assert_msg(st == NATOMIC_ETIMEOUT, "100 ms call over a 300 ms link: %s", natomic_status_name(st));
-    st = convert(&sv, 1.0, scaled(3000), NULL);
+    st = convert(&sv, 1.0, fixture_ms(3000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "3 s call over a 300 ms link: %s", natomic_status_name(st));
 
     ck_assert_int_eq(supervisor_link(&sv, "conversions", FAULT_PROXY_BLACKHOLE, 0), 0);
     st = convert(&sv, 1.0, 300, NULL);
     ck_assert_msg(st == NATOMIC_ETIMEOUT, "call over a blackholed link: %s", natomic_status_name(st));
     ck_assert_int_eq(supervisor_link(&sv, "conversions", FAULT_PROXY_PASS, 0), 0);
-    st = convert_until_ok(&sv, scaled(10000));
+    st = convert_until_ok(&sv, fixture_ms(10000));
     ck_assert_msg(st == NATOMIC_OK, "call after the blackhole healed: %s", natomic_status_name(st));
 
     ck_assert_int_eq(supervisor_link(&sv, "nonesuch", FAULT_PROXY_CUT, 0), -1);
     /* A cut left in place does not hold up the stop: links heal before SIGTERM. */
     ck_assert_int_eq(supervisor_link(&sv, "conversions", FAULT_PROXY_CUT, 0), 0);
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_now_ms();
     supervisor_stop(&sv, false);
-    ck_assert_msg(now_ms() - t0 < 4000, "stop with a cut link took %lld ms", (long long)(now_ms() - t0));
+    ck_assert_msg(fixture_now_ms() - t0 < 4000, "stop with a cut link took %lld ms",
+                  (long long)(fixture_now_ms() - t0));
 }
 END_TEST
 
@@ -446,7 +400,7 @@ START_TEST(supervisor_nats_restart)
 {
     supervisor_t sv;
     sv_up(&sv, NULL);
-    natomic_status_t st = convert(&sv, 1.0, scaled(5000), NULL);
+    natomic_status_t st = convert(&sv, 1.0, fixture_ms(5000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "call before: %s", natomic_status_name(st));
     int port = sv.nats.port;
     pid_t old = sv.nats.pid;
@@ -454,7 +408,7 @@ START_TEST(supervisor_nats_restart)
     ck_assert_int_eq(sv.nats.port, port);
     ck_assert_msg(sv.nats.pid > 0 && sv.nats.pid != old, "nats pid %ld (old %ld)", (long)sv.nats.pid, (long)old);
     ck_assert_int_eq(natsConnection_Status(sv.nc), NATS_CONN_STATUS_CONNECTED);
-    st = convert_until_ok(&sv, scaled(15000));
+    st = convert_until_ok(&sv, fixture_ms(15000));
     ck_assert_msg(st == NATOMIC_OK, "call after the NATS restart: %s", natomic_status_name(st));
     ck_assert_int_eq(history_rows(&sv), 2);
     supervisor_stop(&sv, false);
@@ -465,24 +419,24 @@ START_TEST(supervisor_fault_points_at_run_time)
 {
     supervisor_t sv;
     sv_up(&sv, NULL);
-    natomic_status_t st = convert(&sv, 1.0, scaled(5000), NULL);
+    natomic_status_t st = convert(&sv, 1.0, fixture_ms(5000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "call before: %s", natomic_status_name(st));
 
     ck_assert_int_eq(supervisor_fault_enable(&sv, "conversions", "natomic/before_handler", 1, 1.0), 0);
     natomic_call_info_t info;
-    st = convert(&sv, 1.0, scaled(5000), &info);
+    st = convert(&sv, 1.0, fixture_ms(5000), &info);
     ck_assert_msg(st == NATOMIC_ETRANSIENT && strcmp(info.type, "InjectedFault") == 0,
                   "call with the point enabled: %s type '%s', expected ETRANSIENT InjectedFault",
                   natomic_status_name(st), info.type);
     ck_assert_int_eq(supervisor_fault_disable(&sv, "conversions", "natomic/before_handler"), 0);
-    st = convert(&sv, 1.0, scaled(5000), NULL);
+    st = convert(&sv, 1.0, fixture_ms(5000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "call after disable: %s", natomic_status_name(st));
     /* Disabling what is not enabled is no failure: the point is off, as asked. */
     ck_assert_int_eq(supervisor_fault_disable(&sv, "conversions", "natomic/before_handler"), 0);
 
     /* A probability of (nearly) zero goes through enable_random and never fires here. */
     ck_assert_int_eq(supervisor_fault_enable(&sv, "conversions", "natomic/before_handler", 1, 0.000001), 0);
-    st = convert(&sv, 1.0, scaled(5000), NULL);
+    st = convert(&sv, 1.0, fixture_ms(5000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "call with probability 1e-6: %s", natomic_status_name(st));
     ck_assert_int_eq(supervisor_fault_disable(&sv, "conversions", "natomic/before_handler"), 0);
 
@@ -490,9 +444,10 @@ START_TEST(supervisor_fault_points_at_run_time)
     ck_assert_int_eq(supervisor_fault_enable(&sv, "nonesuch", "natomic/before_handler", 1, 1.0), -1);
     ck_assert_int_eq(supervisor_fault_enable(&sv, "conversions", "bad name,with=comma", 1, 1.0), -1);
     ck_assert_int_eq(supervisor_pause(&sv, "conversions"), 0);
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_now_ms();
     ck_assert_int_eq(supervisor_fault_enable(&sv, "conversions", "natomic/before_handler", 1, 1.0), -1);
-    ck_assert_msg(now_ms() - t0 < 1000, "refusing a paused service took %lld ms", (long long)(now_ms() - t0));
+    ck_assert_msg(fixture_now_ms() - t0 < 1000, "refusing a paused service took %lld ms",
+                  (long long)(fixture_now_ms() - t0));
     ck_assert_int_eq(supervisor_resume(&sv, "conversions"), 0);
     ck_assert_int_eq(supervisor_kill(&sv, "conversions"), 0);
     ck_assert_int_eq(supervisor_fault_enable(&sv, "conversions", "natomic/before_handler", 1, 1.0), -1);
@@ -516,7 +471,7 @@ START_TEST(supervisor_instances_and_keep)
     ck_assert_str_ne(s[0].log_path, s[1].log_path);
     ck_assert_ptr_ne(s[0].proxy, s[1].proxy);
     ck_assert_int_ne(fault_proxy_port(s[0].proxy), fault_proxy_port(s[1].proxy));
-    natomic_status_t st = convert(&sv, 1.0, scaled(5000), NULL);
+    natomic_status_t st = convert(&sv, 1.0, fixture_ms(5000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "call to two instances: %s", natomic_status_name(st));
     ck_assert_int_eq(supervisor_pause(&sv, "conversions"), 0);
     ck_assert_int_eq(supervisor_restart(&sv, "conversions"), 0);  /* paused ones are killed first */
@@ -532,7 +487,7 @@ START_TEST(supervisor_instances_and_keep)
     snprintf(dir, sizeof dir, "%s", sv.dir);
     supervisor_stop(&sv, true);
     ck_assert_msg(access(s[0].log_path, R_OK) == 0, "keep: %s is gone", s[0].log_path);
-    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fixture_remove_tree(dir);
 }
 END_TEST
 
@@ -579,9 +534,9 @@ static int cleanup_child(int fd, bool emergency)
     while (!emergency_asked)
         sigsuspend(&old);
     /* They are ours: reap them, so the test sees them gone while we still live. */
-    int64_t end = now_ms() + 10000;
-    while (now_ms() < end && waitpid(-1, NULL, WNOHANG) >= 0)
-        sleep_ms(5);
+    int64_t end = fixture_now_ms() + 10000;
+    while (fixture_now_ms() < end && waitpid(-1, NULL, WNOHANG) >= 0)
+        fixture_sleep_ms(5);
     dprintf(fd, "reaped\n");
     for (;;)
         pause();
@@ -599,7 +554,7 @@ typedef struct child_report {
 static bool read_report(int fd, child_report_t *r, const char *until, int ms)
 {
     char *buf = r->buf;
-    int64_t end = now_ms() + ms;
+    int64_t end = fixture_now_ms() + ms;
     for (;;) {
         char *nl;
         while ((nl = memchr(buf, '\n', r->len)) != NULL) {
@@ -616,7 +571,7 @@ static bool read_report(int fd, child_report_t *r, const char *until, int ms)
             if (done)
                 return true;
         }
-        int64_t left = end - now_ms();
+        int64_t left = end - fixture_now_ms();
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
             return false;
@@ -630,7 +585,7 @@ static bool read_report(int fd, child_report_t *r, const char *until, int ms)
 /* True once every pid is gone (reaped by us as their subreaper, or by anyone) within ms. */
 static bool all_gone(const child_report_t *r, int ms, pid_t *left_over)
 {
-    int64_t end = now_ms() + ms;
+    int64_t end = fixture_now_ms() + ms;
     for (;;) {
         bool gone = true;
         for (int i = 0; i < r->n; i++) {
@@ -642,9 +597,9 @@ static bool all_gone(const child_report_t *r, int ms, pid_t *left_over)
         }
         if (gone)
             return true;
-        if (now_ms() >= end)
+        if (fixture_now_ms() >= end)
             return false;
-        sleep_ms(20);
+        fixture_sleep_ms(20);
     }
 }
 
@@ -693,7 +648,7 @@ static void run_cleanup(bool emergency)
     if (!emergency)
         gone = all_gone(&r, 10000, &left_over);
     if (r.dir[0] != '\0')
-        nftw(r.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); /* nobody was left to remove it */
+        fixture_remove_tree(r.dir); /* nobody was left to remove it */
     ck_assert_msg(gone, "pid %ld outlived the supervising process (%s)", (long)left_over, mode);
 }
 
