@@ -493,6 +493,7 @@ static int run_command(int argc, char **argv)
     rc = runner_run(paths, n, &opts);
 out:
     free(paths);
+    nats_Close();
     return rc;
 }
 

@@ -237,10 +237,50 @@ static bool notifications_match(const oracle_inputs_t *in, char *why, size_t cap
     return ok;
 }
 
-bool oracle_invariant(const oracle_inputs_t *in, const char *name, char *why, size_t whycap)
+/* True when every database the invariant reads can be opened; else why says which cannot. */
+static bool readable(const char *const *paths, size_t n, char *why, size_t cap)
+{
+    for (size_t i = 0; i < n; i++) {
+        sqlite3 *db = open_ro(paths[i], why, cap);
+        if (db == NULL)
+            return false;
+        sqlite3_close(db);
+    }
+    return true;
+}
+
+static bool invariant_holds(const oracle_inputs_t *in, const char *name, char *why, size_t whycap);
+
+int oracle_invariant(const oracle_inputs_t *in, const char *name, char *why, size_t whycap)
+{
+    why[0] = '\0';
+    const char *needs[3] = {NULL, NULL, NULL};
+    size_t n = 0;
+    if (strcmp(name, "stock_conserved") == 0) {
+        needs[n++] = in->inventory_db;
+    } else if (strcmp(name, "money_conserved") == 0) {
+        needs[n++] = in->payments_db;
+    } else if (strcmp(name, "order_atomicity") == 0) {
+        needs[n++] = in->orders_db;
+        needs[n++] = in->inventory_db;
+        needs[n++] = in->payments_db;
+    } else if (strcmp(name, "order_created_once") == 0 || strcmp(name, "no_pending_orders") == 0) {
+        needs[n++] = in->orders_db;
+    } else if (strcmp(name, "notifications_match") == 0) {
+        needs[n++] = in->orders_db;
+        needs[n++] = in->notifications_db;
+    } else if (strcmp(name, "no_dead_letters") != 0) {
+        say(why, whycap, "unknown invariant '%s'", name);
+        return -1;
+    }
+    if (!readable(needs, n, why, whycap))
+        return -1;
+    return invariant_holds(in, name, why, whycap) ? 1 : 0;
+}
+
+static bool invariant_holds(const oracle_inputs_t *in, const char *name, char *why, size_t whycap)
 {
     long long v = 0;
-    why[0] = '\0';
     if (strcmp(name, "stock_conserved") == 0) {
         long long negative = 0;
         if (query_int(in->inventory_db, "SELECT coalesce(sum(available + reserved), 0) FROM stock", NULL, &v, why,

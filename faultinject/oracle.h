@@ -26,7 +26,12 @@ typedef struct oracle_inputs {
  */
 int oracle_state(const oracle_inputs_t *in, const char *key, long long *value, char *err, size_t errcap);
 
-/* Checks a named invariant; true when it holds, else `why` says what broke. */
-bool oracle_invariant(const oracle_inputs_t *in, const char *name, char *why, size_t whycap);
+/*
+ * Checks a named invariant: 1 when it holds, 0 when it is broken (`why`
+ * says what broke), -1 when it cannot be evaluated (a database it needs is
+ * missing or unreadable; `why` says which) -- so an expected violation is
+ * never "confirmed" by a check that could not run.
+ */
+int oracle_invariant(const oracle_inputs_t *in, const char *name, char *why, size_t whycap);
 
 #endif

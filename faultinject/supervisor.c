@@ -235,7 +235,25 @@ static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_
     snprintf(env_faults, sizeof env_faults, "NATOMIC_FAULTS=%s", first_start ? s->faults : "");
     snprintf(env_seed, sizeof env_seed, "NATOMIC_FAULT_SEED=%llu", sv->seed);
     snprintf(env_tmp, sizeof env_tmp, "TMPDIR=%s", sv->dir);
-    char *argv[] = {bin, "--nats", url, "--db", s->db_path, NULL};
+    /* NATOMIC_SERVICE_WRAPPER="valgrind --error-exitcode=99 -q" runs each service under a tool. */
+    char *argv[24], wrapper[512];
+    int argc = 0;
+    const char *w = getenv("NATOMIC_SERVICE_WRAPPER");
+    if (w != NULL && *w != '\0') {
+        snprintf(wrapper, sizeof wrapper, "%s", w);
+        char *save = NULL;
+        for (char *tok = strtok_r(wrapper, " ", &save); tok != NULL && argc < 18; tok = strtok_r(NULL, " ", &save))
+            argv[argc++] = tok;
+        /* execve wants a path: resolve the tool on PATH once, e.g. /usr/bin/valgrind. */
+        static char tool[512];
+        if (argc > 0 && strchr(argv[0], '/') == NULL) {
+            snprintf(tool, sizeof tool, "/usr/bin/%s", argv[0]);
+            argv[0] = tool;
+        }
+    }
+    char *tail[] = {bin, "--nats", url, "--db", s->db_path, NULL};
+    for (size_t i = 0; i < sizeof tail / sizeof tail[0]; i++)
+        argv[argc++] = tail[i];
     char *env[] = {env_faults, env_seed, env_tmp, NULL};
     if (lab_process_start_group(&s->proc, argv, s->log_path, env) != 0) {
         fail_msg("%s: cannot start %s", s->name, bin);

@@ -48,6 +48,8 @@ int supervisor_start(supervisor_t *sv, unsigned long long seed);
  * ../services/<name>/<name> beside the running program), each behind a new
  * fault proxy, with NATOMIC_FAULTS=`faults` (may be NULL) and
  * NATOMIC_FAULT_SEED=seed; waits until $SRV.PING.<name> answers (10 s).
+ * NATOMIC_SERVICE_WRAPPER (e.g. "valgrind --error-exitcode=99 -q") runs
+ * each service under that command (a name is looked up in /usr/bin).
  * $NATOMIC_SERVICES_DIR, when set, replaces that folder: <dir>/<name>/<name>.
  */
 int supervisor_add_service(supervisor_t *sv, const char *name, int instances, const char *faults);

@@ -528,7 +528,7 @@ NATOMIC_API natomic_status_t natomic_faults_validate(const char *spec, char *err
  * built without fault points (meson -Dfault_points=disabled).
  */
 #ifdef NATOMIC_NO_FAULT_POINTS
-#define NATOMIC_FAULT(point) NATOMIC_FAULT_NONE
+#define NATOMIC_FAULT(point) ((void)(point), NATOMIC_FAULT_NONE)
 #else
 #define NATOMIC_FAULT(point) natomic_fault_check(point)
 #endif

@@ -318,6 +318,7 @@ START_TEST(supervisor_kill_and_restart)
 }
 END_TEST
 
+#ifndef NATOMIC_NO_FAULT_POINTS
 START_TEST(supervisor_faults_only_at_first_start)
 {
     supervisor_t sv;
@@ -334,6 +335,7 @@ START_TEST(supervisor_faults_only_at_first_start)
     supervisor_stop(&sv, false);
 }
 END_TEST
+#endif
 
 START_TEST(supervisor_pause_and_resume)
 {
@@ -415,6 +417,7 @@ START_TEST(supervisor_nats_restart)
 }
 END_TEST
 
+#ifndef NATOMIC_NO_FAULT_POINTS
 START_TEST(supervisor_fault_points_at_run_time)
 {
     supervisor_t sv;
@@ -454,6 +457,7 @@ START_TEST(supervisor_fault_points_at_run_time)
     supervisor_stop(&sv, false);
 }
 END_TEST
+#endif
 
 START_TEST(supervisor_instances_and_keep)
 {
@@ -684,11 +688,15 @@ int main(int argc, char **argv)
     TCase *sup = tcase_create("supervisor");
     tcase_set_timeout(sup, 120);
     tcase_add_test(sup, supervisor_kill_and_restart);
+#ifndef NATOMIC_NO_FAULT_POINTS /* a build without fault points cannot inject any */
     tcase_add_test(sup, supervisor_faults_only_at_first_start);
+#endif
     tcase_add_test(sup, supervisor_pause_and_resume);
     tcase_add_test(sup, supervisor_link_faults);
     tcase_add_test(sup, supervisor_nats_restart);
+#ifndef NATOMIC_NO_FAULT_POINTS
     tcase_add_test(sup, supervisor_fault_points_at_run_time);
+#endif
     tcase_add_test(sup, supervisor_instances_and_keep);
     suite_add_tcase(suite, sup);
     TCase *cleanup = tcase_create("cleanup");
