@@ -95,3 +95,17 @@ void sqlite_tx_close(void *db)
 {
     sqlite3_close(db);
 }
+
+int sqlite_tx_open_schema(sqlite3 **out, const char *path, const char *service, const char *schema)
+{
+    sqlite3 *db = NULL;
+    if (sqlite_tx_open(&db, path, service) != 0)
+        return -1;
+    if (sqlite3_exec(db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        fprintf(stderr, "%s: cannot create the tables in %s: %s\n", service, path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return -1;
+    }
+    *out = db;
+    return 0;
+}

@@ -23,6 +23,9 @@ struct sqlite3_stmt;
  */
 int sqlite_tx_open(struct sqlite3 **out, const char *path, const char *service);
 
+/* sqlite_tx_open(), then runs `schema` (CREATE ... IF NOT EXISTS). 0 or -1 after a message. */
+int sqlite_tx_open_schema(struct sqlite3 **out, const char *path, const char *service, const char *schema);
+
 /*
  * sqlite_tx_open() for a saga participant: also creates the barrier table
  * and sweeps barrier rows older than a week (no retry lives that long).

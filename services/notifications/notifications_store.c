@@ -25,16 +25,7 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS notifications ("
 
 int notifications_store_open(sqlite3 **out, const char *path)
 {
-    sqlite3 *db = NULL;
-    if (sqlite_tx_open(&db, path, "notifications") != 0)
-        return -1;
-    if (sqlite3_exec(db, schema, NULL, NULL, NULL) != SQLITE_OK) {
-        fprintf(stderr, "notifications: cannot create the tables in %s: %s\n", path, sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return -1;
-    }
-    *out = db;
-    return 0;
+    return sqlite_tx_open_schema(out, path, "notifications", schema);
 }
 
 void notifications_store_close(sqlite3 *db)
