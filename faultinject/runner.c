@@ -27,7 +27,6 @@
  */
 #include "runner.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -36,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +46,7 @@
 #include "orders.pb-c.h"
 #include "report.h"
 #include "scenario.h"
+#include "scenario_check.h"
 #include "supervisor.h"
 #include "timeline.h"
 
@@ -927,39 +926,10 @@ static int add_path(file_list_t *l, const char *p)
     return 0;
 }
 
-static bool is_yaml(const char *name)
+/* scenario_walk's visitor: keeps the path. */
+static int collect(const char *path, void *user)
 {
-    size_t n = strlen(name);
-    return (n > 5 && strcmp(name + n - 5, ".yaml") == 0) || (n > 4 && strcmp(name + n - 4, ".yml") == 0);
-}
-
-/* Adds path (a file) or every *.yaml under it (a folder), sorted. -1 if it does not exist. */
-static int collect(file_list_t *l, const char *path)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        fprintf(stderr, "natomic-lab: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode))
-        return add_path(l, path);
-    struct dirent **names = NULL;
-    int n = scandir(path, &names, NULL, alphasort);
-    int rc = 0;
-    for (int i = 0; i < n; i++) {
-        char child[1024];
-        snprintf(child, sizeof child, "%s/%s", path, names[i]->d_name);
-        struct stat cst;
-        if (names[i]->d_name[0] != '.' && stat(child, &cst) == 0) {
-            if (S_ISDIR(cst.st_mode))
-                rc |= collect(l, child);
-            else if (is_yaml(names[i]->d_name))
-                rc |= add_path(l, child);
-        }
-        free(names[i]);
-    }
-    free(names);
-    return rc;
+    return add_path(user, path);
 }
 
 static void free_list(file_list_t *l)
@@ -991,11 +961,10 @@ static void free_run(run_t *r)
 int runner_run(char *const paths[], size_t n_paths, const runner_options_t *opts)
 {
     file_list_t files = {0};
-    for (size_t i = 0; i < n_paths; i++)
-        if (collect(&files, paths[i]) != 0) {
-            free_list(&files);
-            return 2;
-        }
+    if (scenario_walk(paths, n_paths, collect, &files) != 0) {
+        free_list(&files);
+        return 2;
+    }
     signal(SIGTERM, on_fatal_signal);
     signal(SIGINT, on_fatal_signal);
     signal(SIGHUP, on_fatal_signal);

@@ -25,22 +25,32 @@
 typedef struct tally {
     int invalid;
     int missing;
-    int checked;
+    int visited;
+    scenario_visit_fn visit;
+    void *user;
 } tally_t;
 
-static void check_file(const char *path, tally_t *t)
+static void visit_file(const char *path, tally_t *t)
 {
+    t->visited++;
+    if (t->visit(path, t->user) != 0)
+        t->invalid++;
+}
+
+/* scenario_check_paths' visitor: load, print ok or the error. */
+static int check_file(const char *path, void *user)
+{
+    (void)user;
     char err[1024];
     scenario_t *s = NULL;
-    t->checked++;
     if (scenario_load(&s, path, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
-        t->invalid++;
-        return;
+        return -1;
     }
     size_t first_line = strcspn(s->about, "\n");
     printf("ok   %s (%zu step%s): %.*s\n", path, s->n_steps, s->n_steps == 1 ? "" : "s", (int)first_line, s->about);
     scenario_free(s);
+    return 0;
 }
 
 static bool is_scenario_name(const char *name)
@@ -105,7 +115,7 @@ static void walk_dir(const char *dir, int depth, tally_t *t)
         if (stat(names[i], &st) == 0 && S_ISDIR(st.st_mode))
             walk(names[i], depth + 1, t);
         else if (is_scenario_name(base))
-            check_file(names[i], t);
+            visit_file(names[i], t);
         free(names[i]);
     }
     free(names);
@@ -125,21 +135,27 @@ static void walk(const char *path, int depth, tally_t *t)
     if (S_ISDIR(st.st_mode))
         walk_dir(path, depth, t);
     else
-        check_file(path, t);
+        visit_file(path, t);
+}
+
+int scenario_walk(char *const paths[], size_t n, scenario_visit_fn visit, void *user)
+{
+    tally_t t = {.visit = visit, .user = user};
+    for (size_t i = 0; i < n; i++) {
+        int before = t.visited;
+        walk(paths[i], 0, &t);
+        struct stat st;
+        if (t.visited == before && stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode))
+            fprintf(stderr, "%s: no scenario files (*.yaml, *.yml) in this folder\n", paths[i]);
+    }
+    if (t.missing > 0)
+        return 2;
+    return t.invalid > 0 ? 1 : 0;
 }
 
 int scenario_check_paths(char *const paths[], size_t n)
 {
-    tally_t t = {0, 0, 0};
-    for (size_t i = 0; i < n; i++) {
-        int before = t.checked;
-        walk(paths[i], 0, &t);
-        struct stat st;
-        if (t.checked == before && stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode))
-            fprintf(stderr, "%s: no scenario files (*.yaml, *.yml) in this folder\n", paths[i]);
-    }
+    int rc = scenario_walk(paths, n, check_file, NULL);
     fflush(stdout);
-    if (t.missing > 0)
-        return 2;
-    return t.invalid > 0 ? 1 : 0;
+    return rc;
 }

@@ -17,4 +17,16 @@
  */
 int scenario_check_paths(char *const paths[], size_t n);
 
+/* Called for each scenario file found; non-zero counts it as invalid. */
+typedef int (*scenario_visit_fn)(const char *path, void *user);
+
+/*
+ * The walk behind both check and run: each file in `paths` (whatever its
+ * name) and each *.yaml / *.yml under each folder (recursively, dot names
+ * skipped, strcmp order, at most 32 deep) is passed to `visit`. Returns 0,
+ * 1 when a visit failed or a folder could not be read, 2 when a path does
+ * not exist (the others are walked all the same).
+ */
+int scenario_walk(char *const paths[], size_t n, scenario_visit_fn visit, void *user);
+
 #endif
