@@ -38,6 +38,8 @@ static void usage(FILE *f)
           "  --nats URL       NATS server (default: $NATS_URL or nats://127.0.0.1:4222)\n"
           "  --timeout MS     how long to wait for the reply (default 5000)\n"
           "  --tx ID          run the call in this transaction (Natomic-Tx)\n"
+          "  --key KEY        idempotency key (Natomic-Idempotency-Key): a repeated call\n"
+          "                   with the same key gets the first outcome, marked replayed\n"
           "  --list           list the methods of SERVICE (give SERVICE only)\n"
           "  -h, --help       show this help\n"
           "\n"
@@ -102,7 +104,8 @@ static json_t *find_endpoint(json_t *info, const char *subject)
     return NULL;
 }
 
-static int call(natsConnection *nc, const char *subject, const char *json_text, int64_t timeout_ms, const char *tx)
+static int call(natsConnection *nc, const char *subject, const char *json_text, int64_t timeout_ms, const char *tx,
+                const char *key)
 {
     char service[128];
     const char *dot = strchr(subject, '.');
@@ -151,15 +154,17 @@ static int call(natsConnection *nc, const char *subject, const char *json_text, 
 
     natomic_call_info_t ci;
     natomic_status_t st;
-    if (tx != NULL) {
-        /* A transaction id is a header: send by hand, decode like natomic_request. */
+    if (tx != NULL || key != NULL) {
+        /* Transaction id and key are headers: send by hand, decode like natomic_request. */
         size_t len = protobuf_c_message_get_packed_size(request);
         uint8_t *buf = malloc(len ? len : 1);
         natsMsg *m = NULL, *r = NULL;
         protobuf_c_message_pack(request, buf);
         natsStatus s = natsMsg_Create(&m, subject, NULL, (const char *)buf, (int)len);
-        if (s == NATS_OK)
+        if (s == NATS_OK && tx != NULL)
             s = natsMsgHeader_Set(m, NATOMIC_HDR_TX, tx);
+        if (s == NATS_OK && key != NULL)
+            s = natsMsgHeader_Set(m, NATOMIC_HDR_IDEMPOTENCY_KEY, key);
         if (s == NATS_OK)
             s = natsConnection_RequestMsg(&r, nc, m, timeout_ms);
         free(buf);
@@ -168,7 +173,13 @@ static int call(natsConnection *nc, const char *subject, const char *json_text, 
         if (s != NATS_OK) {
             st = s == NATS_TIMEOUT ? NATOMIC_ETIMEOUT : s == NATS_NO_RESPONDERS ? NATOMIC_ENORESPONDERS : NATOMIC_ENATS;
         } else {
-            const char *code = NULL, *type = NULL, *text = NULL;
+            const char *code = NULL, *type = NULL, *text = NULL, *replayed = NULL, *rollback = NULL;
+            ci.replayed = natsMsgHeader_Get(r, NATOMIC_HDR_REPLAYED, &replayed) == NATS_OK &&
+                          strcmp(replayed, "true") == 0;
+            if (natsMsgHeader_Get(r, NATOMIC_HDR_ROLLBACK, &rollback) == NATS_OK)
+                ci.rollback = strcmp(rollback, "complete") == 0     ? NATOMIC_OUTCOME_COMPLETE
+                              : strcmp(rollback, "incomplete") == 0 ? NATOMIC_OUTCOME_INCOMPLETE
+                                                                    : NATOMIC_OUTCOME_NONE;
             if (natsMsgHeader_Get(r, NATOMIC_HDR_SERVICE_ERROR_CODE, &code) == NATS_OK) {
                 natsMsgHeader_Get(r, NATOMIC_HDR_ERROR_TYPE, &type);
                 natsMsgHeader_Get(r, NATOMIC_HDR_SERVICE_ERROR, &text);
@@ -187,6 +198,8 @@ static int call(natsConnection *nc, const char *subject, const char *json_text, 
         st = natomic_request(&reply, nc, subject, request, rep_desc, timeout_ms, &ci);
     }
 
+    if (ci.replayed)
+        fprintf(stderr, "natomic-call: replayed: the stored outcome of the first call with key '%s'\n", key);
     if (st == NATOMIC_OK) {
         json_t *out = message_to_json(reply);
         char *text = out != NULL ? json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15)) : NULL;
@@ -216,12 +229,13 @@ out:
 
 int main(int argc, char **argv)
 {
-    const char *url = natomic_default_url(), *tx = NULL;
+    const char *url = natomic_default_url(), *tx = NULL, *key = NULL;
     int64_t timeout_ms = 5000;
     bool list = false;
     static const struct option opts[] = {{"nats", required_argument, NULL, 'n'},
                                          {"timeout", required_argument, NULL, 't'},
                                          {"tx", required_argument, NULL, 'x'},
+                                         {"key", required_argument, NULL, 'k'},
                                          {"list", no_argument, NULL, 'l'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -243,6 +257,13 @@ int main(int argc, char **argv)
         }
         case 'x':
             tx = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            if (*key == '\0' || strlen(key) > 128 || strpbrk(key, " \t\r\n") != NULL) {
+                fprintf(stderr, "natomic-call: --key wants 1 to 128 printable characters without spaces\n");
+                return EXIT_USAGE;
+            }
             break;
         case 'l':
             list = true;
@@ -274,7 +295,7 @@ int main(int argc, char **argv)
             rc = list_methods(info);
         json_decref(info);
     } else {
-        rc = call(nc, argv[optind], rest == 2 ? argv[optind + 1] : "{}", timeout_ms, tx);
+        rc = call(nc, argv[optind], rest == 2 ? argv[optind + 1] : "{}", timeout_ms, tx, key);
     }
     natsConnection_Destroy(nc);
     nats_Close();

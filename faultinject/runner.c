@@ -839,6 +839,7 @@ static bool run_scenario(run_t *r)
         return false;
     }
     r->sv_up = true;
+    r->sv.durable = sc->durable;
     for (size_t i = 0; i < sc->n_services; i++) {
         if (supervisor_add_service(&r->sv, sc->services[i].name, sc->services[i].instances, NULL) != 0) {
             point(r, false, "the service to start", "it did not (see its log)", "start %s", sc->services[i].name);

@@ -1071,8 +1071,8 @@ static int parse_root(parse_t *p, const yaml_node_t *root, scenario_t *s)
     if ((v = map_get(p, root, "mode")) != NULL) {
         const char *mode = text_of(v);
         if (mode != NULL && strcmp(mode, "durable") == 0)
-            return fail(p, v, "durable mode is not built yet (memory only)");
-        if (mode == NULL || strcmp(mode, "memory") != 0)
+            s->durable = true;
+        else if (mode == NULL || strcmp(mode, "memory") != 0)
             return fail(p, v, "unknown mode '%.40s' (allowed: memory, durable)", mode != NULL ? mode : kind_name(v));
     }
     if ((v = map_get(p, root, "seed")) != NULL) {

@@ -5,7 +5,7 @@
  *
  *   about: >                      # required: what it teaches
  *     A declined payment releases the reservation.
- *   mode: memory                  # memory (default) | durable (refused: not built yet)
+ *   mode: memory                  # memory (default) | durable (saga log, recovery, outbox)
  *   seed: 42                      # default random seed (--seed overrides)
  *   services: [inventory, payments, orders, notifications]
  *                                 # or a map: {orders: {instances: 2}, payments: 1}

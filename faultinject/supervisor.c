@@ -227,7 +227,7 @@ static int service_binary(char *out, size_t cap, const char *name)
 /* Forks the instance against its proxy; faults only when `first_start`. 0, or -1 with a message. */
 static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_start)
 {
-    char bin[1024], url[64], env_faults[1100], env_seed[64], env_tmp[300];
+    char bin[1024], url[64], env_faults[1100], env_seed[64], env_tmp[300], env_mode[32], env_instance[64];
     if (service_binary(bin, sizeof bin, s->name) != 0)
         return -1;
     snprintf(url, sizeof url, "nats://127.0.0.1:%d", fault_proxy_port(s->proxy));
@@ -235,6 +235,8 @@ static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_
     snprintf(env_faults, sizeof env_faults, "NATOMIC_FAULTS=%s", first_start ? s->faults : "");
     snprintf(env_seed, sizeof env_seed, "NATOMIC_FAULT_SEED=%llu", sv->seed);
     snprintf(env_tmp, sizeof env_tmp, "TMPDIR=%s", sv->dir);
+    snprintf(env_mode, sizeof env_mode, "NATOMIC_MODE=%s", sv->durable ? "durable" : "memory");
+    snprintf(env_instance, sizeof env_instance, "NATOMIC_INSTANCE=%s-%d", s->name, s->instance);
     /* NATOMIC_SERVICE_WRAPPER="valgrind --error-exitcode=99 -q" runs each service under a tool. */
     char *argv[24], wrapper[512];
     int argc = 0;
@@ -254,7 +256,7 @@ static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_
     char *tail[] = {bin, "--nats", url, "--db", s->db_path, NULL};
     for (size_t i = 0; i < sizeof tail / sizeof tail[0]; i++)
         argv[argc++] = tail[i];
-    char *env[] = {env_faults, env_seed, env_tmp, NULL};
+    char *env[] = {env_faults, env_seed, env_tmp, env_mode, env_instance, NULL};
     if (lab_process_start_group(&s->proc, argv, s->log_path, env) != 0) {
         fail_msg("%s: cannot start %s", s->name, bin);
         return -1;

@@ -38,6 +38,8 @@ typedef struct supervisor {
     supervised_service_t svc[SUPERVISOR_MAX_SERVICES];
     int n_svc;
     natsConnection *nc;     /* the supervisor's own client (direct, no proxy)       */
+    bool durable;           /* services run in durable mode (set before adding them;
+                               supervisor_start leaves memory mode)                 */
 } supervisor_t;
 
 /* Starts NATS (JetStream in a temp folder) and connects. 0 or -1 with a message. */
@@ -46,8 +48,11 @@ int supervisor_start(supervisor_t *sv, unsigned long long seed);
 /*
  * Adds and starts `instances` processes of a service (build-tree binary
  * ../services/<name>/<name> beside the running program), each behind a new
- * fault proxy, with NATOMIC_FAULTS=`faults` (may be NULL) and
- * NATOMIC_FAULT_SEED=seed; waits until $SRV.PING.<name> answers (10 s).
+ * fault proxy, with NATOMIC_FAULTS=`faults` (may be NULL),
+ * NATOMIC_FAULT_SEED=seed, NATOMIC_MODE (sv->durable) and
+ * NATOMIC_INSTANCE=<name>-<k> -- the same name after a restart, so a
+ * durable instance takes its own sagas over at once; waits until
+ * $SRV.PING.<name> answers (10 s).
  * NATOMIC_SERVICE_WRAPPER (e.g. "valgrind --error-exitcode=99 -q") runs
  * each service under that command (a name is looked up in /usr/bin).
  * $NATOMIC_SERVICES_DIR, when set, replaces that folder: <dir>/<name>/<name>.

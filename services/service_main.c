@@ -1,7 +1,8 @@
 /*
  * service_main.c -- what every example service does around its methods:
  * parse the common options, open its SQLite state, connect (SendAsap),
- * create the natomic service, register, and run until SIGTERM or SIGINT,
+ * create the natomic service (its mode, its store, its instance name),
+ * register, and run until SIGTERM or SIGINT,
  * which drain the calls in flight. Each service's main.c only says what
  * it is; this is the one place its life cycle is written.
  */
@@ -31,6 +32,9 @@ int service_main(int argc, char **argv, const service_def_t *def)
             .version = NATOMIC_VERSION,
             .description = def->description,
             .max_workers = opt.workers,
+            .mode = opt.mode,
+            .store = def->store(state),
+            .instance = opt.instance,
         };
         st = natomic_service_new(&svc, nc, &cfg);
     }
@@ -39,7 +43,8 @@ int service_main(int argc, char **argv, const service_def_t *def)
     if (st == NATOMIC_OK)
         st = natomic_service_run(svc);
     if (st != NATOMIC_OK)
-        fprintf(stderr, "%s: %s (%s)\n", def->name, natomic_strerror(st), opt.nats_url);
+        fprintf(stderr, "%s: %s (%s, %s mode)\n", def->name, natomic_strerror(st), opt.nats_url,
+                natomic_mode_name(opt.mode));
     natomic_service_destroy(svc);
     natsConnection_Destroy(nc);
     def->close(state);

@@ -9,6 +9,8 @@
 
 #include <natomic.h>
 
+struct sqlite3;
+
 typedef struct service_def {
     const char *name;         /* the service and subject prefix: "orders"            */
     const char *about;        /* the paragraph --help prints                          */
@@ -16,6 +18,9 @@ typedef struct service_def {
     /* Opens the service's state in its SQLite file; NULL after a message on stderr. */
     void *(*open)(const char *db_path);
     void (*close)(void *state);
+    /* The SQLite connection inside the state: the library keeps its tables there
+       (outbox, idempotency keys, saga decisions) and sweeps old barrier rows. */
+    struct sqlite3 *(*store)(void *state);
     /* Adds the methods and event handlers, over the state. */
     natomic_status_t (*register_methods)(natomic_service_t *svc, void *state);
 } service_def_t;

@@ -6,6 +6,7 @@
 #include "service_options.h"
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,17 +16,37 @@
 static void usage(FILE *f, const char *prog, const char *service, const char *about)
 {
     fprintf(f,
-            "Usage: %s [--nats URL] [--db PATH] [--workers N]\n"
+            "Usage: %s [--nats URL] [--db PATH] [--workers N] [--mode memory|durable] [--instance NAME]\n"
             "\n%s\n\n"
             "Options:\n"
-            "  --nats URL     NATS server (default: $NATS_URL or nats://127.0.0.1:4222)\n"
-            "  --db PATH      SQLite file of this service (default: ./%s.db)\n"
-            "  --workers N    calls handled at once, 1..1024 (default: 10)\n"
-            "  -h, --help     show this help\n"
+            "  --nats URL        NATS server (default: $NATS_URL or nats://127.0.0.1:4222)\n"
+            "  --db PATH         SQLite file of this service (default: ./%s.db)\n"
+            "  --workers N       calls handled at once, 1..1024 (default: 10)\n"
+            "  --mode MODE       durable: saga log, recovery, outbox and durable consumers on\n"
+            "                    JetStream (the server needs -js); memory: commands live in the\n"
+            "                    process, as in nameko-atomicity (default: $NATOMIC_MODE or durable)\n"
+            "  --instance NAME   this instance's name in the saga log, [A-Za-z0-9_-], up to 64;\n"
+            "                    a restarted process with its old name recovers its sagas at once\n"
+            "                    (default: $NATOMIC_INSTANCE or a random name)\n"
+            "  -h, --help        show this help\n"
             "\nThe service answers on %s.<method> and on NATS micro discovery ($SRV.PING|INFO|STATS).\n"
+            "A request with Natomic-Idempotency-Key replays the first outcome of that key.\n"
             "SIGTERM or SIGINT stops it gracefully: calls in flight finish first.\n"
             "Log level: NATOMIC_LOG=error|warn|info|debug (default info).\n",
             prog, about, service, service);
+}
+
+/* [A-Za-z0-9_-]{1,64} */
+static bool valid_instance(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+              *s == '-'))
+            return false;
+    return true;
 }
 
 int service_options_parse(service_options_t *out, int argc, char **argv, const char *service, const char *about,
@@ -33,13 +54,22 @@ int service_options_parse(service_options_t *out, int argc, char **argv, const c
 {
     static char default_db[256];
     snprintf(default_db, sizeof default_db, "%s.db", service);
-    service_options_t o = {.nats_url = natomic_default_url(), .db_path = default_db, .workers = 10};
+    service_options_t o = {.nats_url = natomic_default_url(), .db_path = default_db, .workers = 10,
+                           .mode = NATOMIC_MODE_DURABLE, .instance = NULL};
     static const struct option longopts[] = {{"nats", required_argument, NULL, 'n'},
                                              {"db", required_argument, NULL, 'd'},
                                              {"workers", required_argument, NULL, 'w'},
+                                             {"mode", required_argument, NULL, 'm'},
+                                             {"instance", required_argument, NULL, 'i'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     *exit_now = 0;
+    const char *mode = getenv("NATOMIC_MODE"), *mode_from = "NATOMIC_MODE";
+    const char *instance = getenv("NATOMIC_INSTANCE"), *instance_from = "NATOMIC_INSTANCE";
+    if (mode != NULL && *mode == '\0')
+        mode = NULL;
+    if (instance != NULL && *instance == '\0')
+        instance = NULL;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -61,6 +91,14 @@ int service_options_parse(service_options_t *out, int argc, char **argv, const c
             o.workers = (int)n;
             break;
         }
+        case 'm':
+            mode = optarg;
+            mode_from = "--mode";
+            break;
+        case 'i':
+            instance = optarg;
+            instance_from = "--instance";
+            break;
         case 'h':
             usage(stdout, argv[0], service, about);
             *exit_now = 1;
@@ -81,6 +119,18 @@ int service_options_parse(service_options_t *out, int argc, char **argv, const c
         *exit_now = 1;
         return 2;
     }
+    if (mode != NULL && natomic_mode_parse(&o.mode, mode) != NATOMIC_OK) {
+        fprintf(stderr, "%s: %s wants memory or durable, got '%s'\n", argv[0], mode_from, mode);
+        *exit_now = 1;
+        return 2;
+    }
+    if (instance != NULL && !valid_instance(instance)) {
+        fprintf(stderr, "%s: %s wants 1 to 64 characters of [A-Za-z0-9_-], got '%s'\n", argv[0], instance_from,
+                instance);
+        *exit_now = 1;
+        return 2;
+    }
+    o.instance = instance;
     *out = o;
     return 0;
 }

@@ -1,14 +1,19 @@
 /*
  * service_options.h -- the command line every example service shares:
- * --nats URL, --db PATH, --workers N, --help.
+ * --nats URL, --db PATH, --workers N, --mode memory|durable, --instance NAME,
+ * --help.
  */
 #ifndef SERVICE_OPTIONS_H
 #define SERVICE_OPTIONS_H
+
+#include <natomic.h>
 
 typedef struct service_options {
     const char *nats_url;  /* --nats, else $NATS_URL, else nats://127.0.0.1:4222 */
     const char *db_path;   /* --db, else "<service>.db" in the current folder     */
     int workers;           /* --workers, else 10                                  */
+    natomic_mode_t mode;   /* --mode, else $NATOMIC_MODE, else durable            */
+    const char *instance;  /* --instance, else $NATOMIC_INSTANCE, else NULL (random) */
 } service_options_t;
 
 /*

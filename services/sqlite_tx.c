@@ -91,6 +91,11 @@ void *sqlite_tx_open_participant(const char *path, const char *service)
     return db;
 }
 
+struct sqlite3 *sqlite_tx_store(void *state)
+{
+    return state;
+}
+
 void sqlite_tx_close(void *db)
 {
     sqlite3_close(db);

@@ -33,6 +33,9 @@ int sqlite_tx_open_schema(struct sqlite3 **out, const char *path, const char *se
  */
 void *sqlite_tx_open_participant(const char *path, const char *service);
 
+/* The state itself when it is the connection: shaped for service_def_t.store. */
+struct sqlite3 *sqlite_tx_store(void *state);
+
 /* sqlite3_close() shaped for service_def_t.close. */
 void sqlite_tx_close(void *db);
 

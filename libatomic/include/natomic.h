@@ -73,7 +73,11 @@ extern "C" {
     X(NATOMIC_EBUSINESS, "business failure (do not retry)")                             \
     X(NATOMIC_ETRANSIENT, "transient failure (retry may succeed)")                      \
     X(NATOMIC_ETIMEOUT, "timeout: the outcome is in doubt")                             \
-    X(NATOMIC_EINTERNAL, "internal error in the service")
+    X(NATOMIC_EINTERNAL, "internal error in the service")                               \
+    X(NATOMIC_ENOJETSTREAM, "durable mode needs JetStream: start nats-server with -js, or use memory mode") \
+    X(NATOMIC_ELOG, "the saga log could not be written: nothing was sent")               \
+    X(NATOMIC_ENOTOWNER, "this instance no longer owns the saga: recovery took it over")  \
+    X(NATOMIC_ENOTFOUND, "no such entry")
 
 typedef enum natomic_status {
 #define NATOMIC_STATUS_ENUM_(name, text) name,
@@ -112,13 +116,22 @@ NATOMIC_API natomic_status_t natomic_error_kind(int code);
 #define NATOMIC_HDR_ERROR_TYPE  "Natomic-Error-Type"  /* e.g. "PaymentDeclined"   */
 #define NATOMIC_HDR_EVENT_ID    "Natomic-Event-Id"
 #define NATOMIC_HDR_EVENT_TYPE  "Natomic-Event-Type"
+#define NATOMIC_HDR_BRANCH      "Natomic-Branch"      /* saga step: the same on an action and its compensation */
+#define NATOMIC_HDR_IDEMPOTENCY_KEY "Natomic-Idempotency-Key" /* request: replay the first outcome */
+#define NATOMIC_HDR_REPLAYED    "Natomic-Replayed"    /* reply: "true" when it is a stored outcome */
 #define NATOMIC_HDR_SERVICE_ERROR      "Nats-Service-Error"
 #define NATOMIC_HDR_SERVICE_ERROR_CODE "Nats-Service-Error-Code"
 
 /* Events go to "events.<service>.<type>"; dead letters to
- * "natomic.deadletter.<service>" (a JSON document per exhausted command). */
+ * "natomic.deadletter.<service>" (a JSON document per exhausted command);
+ * in durable mode what recovery does is told on "natomic.recovery.<service>"
+ * (a JSON document per step: claimed, compensated, ended; docs/durable.md).
+ * Durable events are kept in the JetStream stream NATOMIC_EVENTS_STREAM
+ * (subjects "events.>"). */
 #define NATOMIC_EVENTS_PREFIX     "events"
 #define NATOMIC_DEADLETTER_PREFIX "natomic.deadletter"
+#define NATOMIC_RECOVERY_PREFIX   "natomic.recovery"
+#define NATOMIC_EVENTS_STREAM     "EVENTS"
 
 /* How the commands of one call ended, as sent in the reply headers. */
 typedef enum natomic_outcome {
@@ -244,6 +257,8 @@ typedef struct natomic_call_info {
     char message[256];            /* Nats-Service-Error, "" on success              */
     natomic_outcome_t rollback;   /* Natomic-Rollback of the reply                  */
     natomic_outcome_t dispatch;   /* Natomic-Dispatch of the reply                  */
+    bool replayed;                /* Natomic-Replayed: the stored outcome of an
+                                     earlier call with the same idempotency key    */
 } natomic_call_info_t;
 
 /*
@@ -258,6 +273,21 @@ NATOMIC_API natomic_status_t natomic_request(ProtobufCMessage **reply, natsConne
                                              const ProtobufCMessage *request,
                                              const ProtobufCMessageDescriptor *reply_desc, int64_t timeout_ms,
                                              natomic_call_info_t *info);
+
+/*
+ * natomic_request() with the header Natomic-Idempotency-Key: `key` (1 to
+ * 128 printable ASCII characters, no spaces; NULL or "" sends none). A
+ * service answers a repeated key for the same method with the first
+ * call's outcome -- its reply or its error, `info->replayed` set -- and
+ * runs nothing again; while the first call still runs, the answer is an
+ * error of kind NATOMIC_ETRANSIENT and type "InProgress". Keys expire
+ * after the service's retention (natomic_service_config_t).
+ */
+NATOMIC_API natomic_status_t natomic_request_idempotent(ProtobufCMessage **reply, natsConnection *nc,
+                                                        const char *subject, const ProtobufCMessage *request,
+                                                        const ProtobufCMessageDescriptor *reply_desc,
+                                                        int64_t timeout_ms, const char *key,
+                                                        natomic_call_info_t *info);
 
 /*
  * The same from inside a handler or a command: propagates Natomic-Tx, the
@@ -293,10 +323,71 @@ NATOMIC_API natomic_status_t natomic_saga_step(ProtobufCMessage **reply, natomic
                                                natomic_call_info_t *info);
 
 /* ------------------------------------------------------------------ */
-/* Barrier: idempotent participants over SQLite (DESIGN 3.6)           */
+/* Durable commands and the local commit (DESIGN 3.7)                  */
 /* ------------------------------------------------------------------ */
 
 struct sqlite3;
+
+/*
+ * A named command: what a rollback becomes when it must survive a crash.
+ * A function pointer does not outlive its process, so the saga log keeps
+ * a name and a byte payload instead, and any instance of the service --
+ * the one that registered it, or the one that recovers the saga after a
+ * crash -- looks the name up in its registry and calls `fn` with the
+ * bytes (borrowed: valid during the call) and the `closure` given at
+ * registration. The context carries the saga's transaction and call ids
+ * (natomic_ctx_tx, natomic_ctx_call_id), not always the original
+ * process. It may run several times (retries, a crash during it), so it
+ * must be idempotent.
+ */
+typedef natomic_status_t (*natomic_durable_fn)(natomic_ctx_t *ctx, const void *data, size_t len, void *closure);
+
+/*
+ * Registers `fn` under `name` (1..63 chars of [A-Za-z0-9_.-]) before
+ * natomic_service_start(). EEXIST for a name already registered, ESTATE
+ * once started. Every instance of a service must register the same names.
+ */
+NATOMIC_API natomic_status_t natomic_command_register(natomic_service_t *svc, const char *name, natomic_durable_fn fn,
+                                                      void *closure);
+
+/*
+ * Registers the named command `name` with a copy of `data` (`len` bytes,
+ * at most 64 KiB) as a rollback command of this call, at the end of the
+ * list (it runs first) or at `index`. In durable mode the saga log is
+ * written before this returns: on NATOMIC_ELOG (the log could not be
+ * written) nothing was registered and the handler should fail the call --
+ * what was registered before still runs. In memory mode it is an ordinary
+ * rollback command. EINVAL for a name that was never registered.
+ */
+NATOMIC_API natomic_status_t natomic_rollback_append_durable(natomic_ctx_t *ctx, const char *name, const void *data,
+                                                             size_t len);
+NATOMIC_API natomic_status_t natomic_rollback_insert_durable(natomic_ctx_t *ctx, size_t index, const char *name,
+                                                             const void *data, size_t len);
+
+/*
+ * Durable mode: writes, inside the caller's open transaction on the
+ * service's store (`db` must be natomic_service_config_t.store, between
+ * BEGIN and COMMIT, as the last write of a call that will succeed), what
+ * must commit together with the business change:
+ *   - the call's decision "committed", which tells recovery not to
+ *     compensate this saga after a crash (and which recovery's "aborted"
+ *     excludes: then NATOMIC_ENOTOWNER, and the caller must roll back and
+ *     fail the call -- recovery compensates it);
+ *   - the events registered so far with natomic_dispatch_event(), into the
+ *     outbox: they are published after the commit, and by the relay after
+ *     a crash;
+ *   - with an idempotency key, the reply as the handler filled it so far
+ *     (fill the reply before calling this).
+ * A successful call that never calls it gets the same written by the
+ * runtime in a transaction of its own after the handler returned. In
+ * memory mode it does nothing and returns NATOMIC_OK, so one handler
+ * serves both modes. Call it at most once per call (ESTATE after).
+ */
+NATOMIC_API natomic_status_t natomic_durable_commit(natomic_ctx_t *ctx, struct sqlite3 *db);
+
+/* ------------------------------------------------------------------ */
+/* Barrier: idempotent participants over SQLite (DESIGN 3.6)           */
+/* ------------------------------------------------------------------ */
 
 typedef enum natomic_barrier_op {
     NATOMIC_BARRIER_ACTION = 0,     /* e.g. reserve, charge      */
@@ -370,12 +461,51 @@ typedef struct natomic_retry_policy {
     int cap_ms;        /* largest backoff delay (default 1000)             */
 } natomic_retry_policy_t;
 
+/*
+ * Where a service keeps what must survive (DESIGN 3.7):
+ *   memory   the nameko-atomicity model: command lists live in the
+ *            process; a crash mid-call loses its rollbacks and events;
+ *   durable  the saga log in JetStream KV, recovery by any instance, the
+ *            outbox with acknowledged publishes to the EVENTS stream, and
+ *            durable consumers for event handlers. Needs JetStream.
+ */
+typedef enum natomic_mode {
+    NATOMIC_MODE_MEMORY = 0,
+    NATOMIC_MODE_DURABLE
+} natomic_mode_t;
+
+/* "memory", "durable"; static storage. */
+NATOMIC_API const char *natomic_mode_name(natomic_mode_t mode);
+/* Reads "memory" or "durable"; EINVAL (and *out untouched) for anything else. */
+NATOMIC_API natomic_status_t natomic_mode_parse(natomic_mode_t *out, const char *text);
+
 typedef struct natomic_service_config {
     const char *name;          /* required: [A-Za-z0-9_-]+, the subject prefix      */
     const char *version;       /* semantic version, default "0.1.0"                 */
     const char *description;   /* optional                                          */
     int max_workers;           /* calls handled at once, default 10 (0: default)    */
     natomic_retry_policy_t retry; /* zeros: defaults                                */
+    natomic_mode_t mode;       /* default (0) memory                                */
+    /*
+     * The SQLite connection where the service keeps its state (borrowed,
+     * opened with SQLITE_OPEN_FULLMUTEX, outliving the service), or NULL.
+     * The library keeps its tables there (natomic_*: outbox, idempotency
+     * keys, saga decisions) and sweeps old barrier rows on a schedule.
+     * Durable mode needs it for any method flagged rollback or dispatch.
+     * Without it, idempotency keys live in the process (memory mode).
+     */
+    struct sqlite3 *store;
+    /*
+     * This instance's name in the saga log, [A-Za-z0-9_-]{1,64}; NULL: a
+     * random one. Give a restarted process the name it had before and it
+     * takes its own unfinished sagas over at once; otherwise they wait for
+     * the old lease to expire.
+     */
+    const char *instance;
+    int lease_ms;              /* an instance's lease on its sagas, default 2000    */
+    int recovery_interval_ms;  /* scan for orphaned sagas and outbox leftovers, default 500 */
+    int64_t idempotency_retention_s; /* how long a key replays, default 86400 (1 day) */
+    int64_t barrier_retention_s;     /* barrier rows older are swept, default 604800 (7 days) */
 } natomic_service_config_t;
 
 /*
@@ -401,14 +531,19 @@ NATOMIC_API natomic_status_t natomic_service_add_method(natomic_service_t *svc, 
  * An event handler: `event` is decoded (borrowed until it returns). The
  * context carries the event's transaction (natomic_ctx_tx) and id
  * (natomic_ctx_event_id); commands cannot be registered on it. Returning a
- * failure logs it and counts it in the stats; the event is not redelivered
- * (core NATS), so handlers should be idempotent by event id.
+ * failure logs it and counts it in the stats. In memory mode the event is
+ * not redelivered (core NATS). In durable mode it comes from a durable
+ * JetStream consumer with explicit ack: a failure is redelivered after a
+ * backoff, up to 5 deliveries, then dead-lettered; an event published
+ * while no instance ran is delivered when one comes back. Either way a
+ * handler must be idempotent by event id.
  */
 typedef natomic_status_t (*natomic_event_fn)(natomic_ctx_t *ctx, const ProtobufCMessage *event, void *closure);
 
 /*
- * Consumes "events.<source>.<type>" (queue group = this service's name:
- * each event reaches one instance) before natomic_service_start().
+ * Consumes "events.<source>.<type>" before natomic_service_start(); each
+ * event reaches one instance (memory: queue group = this service's name;
+ * durable: the consumer "<service>-<source>-<type>" on the EVENTS stream).
  */
 NATOMIC_API natomic_status_t natomic_service_add_event_handler(natomic_service_t *svc, const char *source,
                                                                const char *type, natomic_event_fn handler,
@@ -420,6 +555,14 @@ NATOMIC_API natomic_status_t natomic_service_add_event_handler(natomic_service_t
  * the workers. With NATOMIC_TRACE=1 in the environment, a copy of each call
  * and reply also goes to natomic.trace.{call,reply}.<subject> (original
  * headers plus Natomic-Reply-To), for observers such as the lab.
+ * Durable mode first checks JetStream (NATOMIC_ENOJETSTREAM, with a log
+ * line naming the fix, when the server has none), creates what is missing
+ * (KV buckets natomic_saga_<service> and natomic_lease_<service>, the
+ * EVENTS stream, the natomic_* tables in the store), takes its lease, and
+ * starts looking for unfinished sagas and unpublished events at once, in
+ * a thread of its own beside the workers.
+ * EINVAL (with a log line) for durable mode without a store when a method
+ * is flagged rollback or dispatch.
  */
 NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc);
 
@@ -465,6 +608,12 @@ typedef struct natomic_service_stats {
     uint64_t events_handled;       /* event handler calls that succeeded  */
     uint64_t events_failed;        /* ... failed or could not decode      */
     uint64_t barrier[NATOMIC_BARRIER_OUTCOME_COUNT_]; /* by outcome        */
+    /* durable mode */
+    uint64_t sagas_logged;         /* calls that wrote a saga log entry   */
+    uint64_t log_failures;         /* log writes that failed (ELOG)       */
+    uint64_t sagas_recovered;      /* others' sagas this instance claimed and ended */
+    uint64_t outbox_relayed;       /* events published by the relay       */
+    uint64_t idempotent_replays;   /* calls answered from a stored outcome */
 } natomic_service_stats_t;
 
 NATOMIC_API natomic_status_t natomic_service_get_stats(natomic_service_stats_t *out, const natomic_service_t *svc);

@@ -16,6 +16,13 @@
  *
  * Each command's argument is freed exactly once, when the list is cleared
  * or freed, never by running it (a retried command needs it again).
+ *
+ * Durable mode adds two things through hooks (natomic__cmdlist_run_hooked):
+ * a command that failed every attempt may be DEFERRED instead of
+ * dead-lettered -- kept in the saga log for a later round -- and the
+ * owner hears of each command's end, so the log forgets what finished.
+ * A command that ended (succeeded or dead-lettered) is marked `ended`
+ * and is skipped by a later run of the same list.
  */
 #include "natomic_internal.h"
 
@@ -75,6 +82,19 @@ natomic_status_t natomic__cmdlist_insert(natomic_cmdlist_t *list, size_t index, 
     return NATOMIC_OK;
 }
 
+natomic_status_t natomic__cmdlist_remove(natomic_cmdlist_t *list, size_t index)
+{
+    if (list == NULL || index >= list->count)
+        return NATOMIC_EINVAL;
+    natomic_command_t *c = &list->items[index];
+    if (c->free_arg != NULL)
+        c->free_arg(c->arg);
+    free(c->name);
+    memmove(&list->items[index], &list->items[index + 1], (list->count - index - 1) * sizeof list->items[0]);
+    list->count--;
+    return NATOMIC_OK;
+}
+
 void natomic__cmdlist_clear(natomic_cmdlist_t *list)
 {
     if (list == NULL)
@@ -121,10 +141,10 @@ static natomic_status_t run_attempt(natomic_command_t *cmd, natomic_ctx_t *ctx, 
     return st;
 }
 
-/* Runs one command with retries; true when an attempt succeeded. */
-static bool run_one(natomic_command_t *cmd, natomic_ctx_t *ctx, const char *list_kind,
-                    const natomic_retry_policy_t *policy, natomic_exhausted_fn on_exhausted, void *user,
-                    natomic_run_report_t *report)
+/* Runs one command with retries; how it ended. */
+static natomic_cmd_end_t run_one(natomic_command_t *cmd, natomic_ctx_t *ctx, const char *list_kind,
+                                 const natomic_retry_policy_t *policy, const natomic_run_hooks_t *hooks,
+                                 natomic_run_report_t *report)
 {
     natomic_status_t st = NATOMIC_EINTERNAL;
     for (int attempt = 1; attempt <= policy->attempts; attempt++) {
@@ -134,19 +154,18 @@ static bool run_one(natomic_command_t *cmd, natomic_ctx_t *ctx, const char *list
         }
         st = run_attempt(cmd, ctx, list_kind);
         if (st == NATOMIC_OK)
-            return true;
+            return NATOMIC_CMD_DONE;
         natomic__log(NATOMIC_LOG_WARN, ctx ? ctx->service_name : NULL, "%s command '%s' failed (attempt %d/%d): %s",
                      list_kind, cmd->name, attempt, policy->attempts, natomic_strerror(st));
     }
-    if (on_exhausted != NULL)
-        on_exhausted(ctx, list_kind, cmd, policy->attempts, st, user);
-    return false;
+    if (hooks != NULL && hooks->exhausted != NULL)
+        return hooks->exhausted(ctx, list_kind, cmd, policy->attempts, st, hooks->user);
+    return NATOMIC_CMD_DEAD;
 }
 
-natomic_outcome_t natomic__cmdlist_run(natomic_cmdlist_t *list, natomic_ctx_t *ctx, const char *list_kind,
-                                       bool reverse, const natomic_retry_policy_t *policy,
-                                       natomic_exhausted_fn on_exhausted, void *user,
-                                       natomic_run_report_t *report)
+natomic_outcome_t natomic__cmdlist_run_hooked(natomic_cmdlist_t *list, natomic_ctx_t *ctx, const char *list_kind,
+                                              bool reverse, const natomic_retry_policy_t *policy,
+                                              const natomic_run_hooks_t *hooks, natomic_run_report_t *report)
 {
     natomic_run_report_t local = {0};
     if (report == NULL)
@@ -154,17 +173,55 @@ natomic_outcome_t natomic__cmdlist_run(natomic_cmdlist_t *list, natomic_ctx_t *c
     if (list == NULL || list->count == 0)
         return NATOMIC_OUTCOME_NONE;
     natomic_retry_policy_t p = natomic__retry_policy_normalize(policy ? *policy : (natomic_retry_policy_t){0});
-    size_t n = list->count, exhausted = 0;
+    size_t n = list->count, ran = 0, failed = 0;
     for (size_t k = 0; k < n; k++) {
         size_t i = reverse ? n - 1 - k : k;
         assert(i < list->count);
-        if (run_one(&list->items[i], ctx, list_kind, &p, on_exhausted, user, report)) {
+        natomic_command_t *cmd = &list->items[i];
+        if (cmd->ended)
+            continue;
+        ran++;
+        natomic_cmd_end_t end = run_one(cmd, ctx, list_kind, &p, hooks, report);
+        if (end == NATOMIC_CMD_DONE) {
             report->succeeded++;
         } else {
-            report->exhausted++;
-            exhausted++;
+            failed++;
+            if (end == NATOMIC_CMD_DEAD)
+                report->exhausted++;
+            else
+                report->deferred++;
         }
+        cmd->ended = end != NATOMIC_CMD_DEFERRED;
+        if (hooks != NULL && hooks->finished != NULL)
+            hooks->finished(ctx, list_kind, cmd, end, hooks->user);
     }
     /* Decided on this run alone: a report may carry counts of earlier runs. */
-    return exhausted == 0 ? NATOMIC_OUTCOME_COMPLETE : NATOMIC_OUTCOME_INCOMPLETE;
+    if (ran == 0)
+        return NATOMIC_OUTCOME_NONE;
+    return failed == 0 ? NATOMIC_OUTCOME_COMPLETE : NATOMIC_OUTCOME_INCOMPLETE;
+}
+
+/* Adapts a plain exhausted callback (memory mode, tests) to the hooks. */
+typedef struct plain_exhausted {
+    natomic_exhausted_fn fn;
+    void *user;
+} plain_exhausted_t;
+
+static natomic_cmd_end_t call_plain_exhausted(natomic_ctx_t *ctx, const char *list_kind, natomic_command_t *cmd,
+                                              int attempts, natomic_status_t last, void *user)
+{
+    plain_exhausted_t *p = user;
+    if (p->fn != NULL)
+        p->fn(ctx, list_kind, cmd, attempts, last, p->user);
+    return NATOMIC_CMD_DEAD;
+}
+
+natomic_outcome_t natomic__cmdlist_run(natomic_cmdlist_t *list, natomic_ctx_t *ctx, const char *list_kind,
+                                       bool reverse, const natomic_retry_policy_t *policy,
+                                       natomic_exhausted_fn on_exhausted, void *user,
+                                       natomic_run_report_t *report)
+{
+    plain_exhausted_t plain = {on_exhausted, user};
+    natomic_run_hooks_t hooks = {.exhausted = call_plain_exhausted, .user = &plain};
+    return natomic__cmdlist_run_hooked(list, ctx, list_kind, reverse, policy, &hooks, report);
 }

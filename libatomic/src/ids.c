@@ -100,3 +100,21 @@ void natomic__log(natomic_log_level_t level, const char *who, const char *fmt, .
     /* One write per line keeps lines of concurrent workers whole. */
     fprintf(stderr, "%s\n", line);
 }
+
+const char *natomic__header(natsMsg *m, const char *key)
+{
+    const char *v = NULL;
+    if (natsMsgHeader_Get(m, key, &v) != NATS_OK)
+        return NULL;
+    return v;
+}
+
+bool natomic__usable_id(const char *s, size_t cap)
+{
+    if (s == NULL || *s == '\0' || strlen(s) >= cap)
+        return false;
+    for (; *s; s++)
+        if (*s <= ' ' || *s > '~' || *s == ',')
+            return false;
+    return true;
+}

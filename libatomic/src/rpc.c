@@ -97,6 +97,8 @@ bool natomic__read_reply_headers(natsMsg *reply, natomic_call_info_t *info)
     memset(info, 0, sizeof *info);
     info->rollback = natomic__outcome_parse(header(reply, NATOMIC_HDR_ROLLBACK));
     info->dispatch = natomic__outcome_parse(header(reply, NATOMIC_HDR_DISPATCH));
+    const char *replayed = header(reply, NATOMIC_HDR_REPLAYED);
+    info->replayed = replayed != NULL && strcmp(replayed, "true") == 0;
     const char *code = header(reply, NATOMIC_HDR_SERVICE_ERROR_CODE);
     if (code == NULL)
         return false;
@@ -109,8 +111,12 @@ bool natomic__read_reply_headers(natsMsg *reply, natomic_call_info_t *info)
     return true;
 }
 
+static natomic_status_t request_msg(natsMsg **reply_out, natsConnection *nc, natomic_ctx_t *ctx, const char *subject,
+                                    const void *data, size_t len, int64_t timeout_ms, const char *branch,
+                                    const char *idempotency_key);
+
 /* Adds the propagation headers of ctx (if any) and the deadline. */
-static natsStatus set_call_headers(natsMsg *m, natomic_ctx_t *ctx, int64_t timeout_ms)
+natsStatus natomic__set_call_headers(natsMsg *m, natomic_ctx_t *ctx, int64_t timeout_ms)
 {
     char buf[32];
     snprintf(buf, sizeof buf, "%" PRId64, timeout_ms);
@@ -141,14 +147,27 @@ static natsStatus set_call_headers(natsMsg *m, natomic_ctx_t *ctx, int64_t timeo
 }
 
 natomic_status_t natomic__request_bytes(natsMsg **reply_out, natsConnection *nc, natomic_ctx_t *ctx,
-                                        const char *subject, const void *data, size_t len, int64_t timeout_ms)
+                                        const char *subject, const void *data, size_t len, int64_t timeout_ms,
+                                        const char *branch)
+{
+    return request_msg(reply_out, nc, ctx, subject, data, len, timeout_ms, branch, NULL);
+}
+
+/* The request itself, between the fault points natomic/client_send and natomic/client_receive. */
+static natomic_status_t request_msg(natsMsg **reply_out, natsConnection *nc, natomic_ctx_t *ctx, const char *subject,
+                                    const void *data, size_t len, int64_t timeout_ms, const char *branch,
+                                    const char *idempotency_key)
 {
     if (len > INT32_MAX)
         return NATOMIC_EINVAL;
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subject, NULL, (const char *)data, (int)len);
     if (s == NATS_OK)
-        s = set_call_headers(m, ctx, timeout_ms);
+        s = natomic__set_call_headers(m, ctx, timeout_ms);
+    if (s == NATS_OK && branch != NULL && *branch != '\0')
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_BRANCH, branch);
+    if (s == NATS_OK && idempotency_key != NULL && *idempotency_key != '\0')
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_IDEMPOTENCY_KEY, idempotency_key);
     natsMsg *reply = NULL;
     natomic_fault_t f = NATOMIC_FAULT("natomic/client_send");
     if (s == NATS_OK && f == NATOMIC_FAULT_ERROR)
@@ -192,7 +211,7 @@ natomic_status_t natomic__request_bytes(natsMsg **reply_out, natsConnection *nc,
 static natomic_status_t do_request(ProtobufCMessage **reply, natsConnection *nc, natomic_ctx_t *ctx,
                                    const char *subject, const ProtobufCMessage *request,
                                    const ProtobufCMessageDescriptor *reply_desc, int64_t timeout_ms,
-                                   natomic_call_info_t *info)
+                                   const char *branch, const char *key, natomic_call_info_t *info)
 {
     natomic_call_info_t local;
     if (info == NULL)
@@ -207,7 +226,7 @@ static natomic_status_t do_request(ProtobufCMessage **reply, natsConnection *nc,
     if (data == NULL)
         return info->kind = NATOMIC_ENOMEM;
     natsMsg *r = NULL;
-    natomic_status_t st = natomic__request_bytes(&r, nc, ctx, subject, data, len, timeout_ms);
+    natomic_status_t st = request_msg(&r, nc, ctx, subject, data, len, timeout_ms, branch, key);
     free(data);
     if (st != NATOMIC_OK) {
         info->kind = st;
@@ -218,6 +237,7 @@ static natomic_status_t do_request(ProtobufCMessage **reply, natsConnection *nc,
         natsMsg_Destroy(r);
         return info->kind;
     }
+    bool replayed = info->replayed;
     ProtobufCMessage *msg = protobuf_c_message_unpack(reply_desc, NULL, (size_t)natsMsg_GetDataLength(r),
                                                       (const uint8_t *)natsMsg_GetData(r));
     natsMsg_Destroy(r);
@@ -226,6 +246,7 @@ static natomic_status_t do_request(ProtobufCMessage **reply, natsConnection *nc,
         snprintf(info->message, sizeof info->message, "reply from %s is not a %s", subject, reply_desc->name);
         return NATOMIC_EBADREPLY;
     }
+    info->replayed = replayed;
     *reply = msg;
     return NATOMIC_OK;
 }
@@ -235,13 +256,42 @@ NATOMIC_API natomic_status_t natomic_request(ProtobufCMessage **reply, natsConne
                                              const ProtobufCMessageDescriptor *reply_desc, int64_t timeout_ms,
                                              natomic_call_info_t *info)
 {
-    return do_request(reply, nc, NULL, subject, request, reply_desc, timeout_ms, info);
+    return do_request(reply, nc, NULL, subject, request, reply_desc, timeout_ms, NULL, NULL, info);
 }
 
-NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
-                                                 const ProtobufCMessage *request,
-                                                 const ProtobufCMessageDescriptor *reply_desc,
-                                                 natomic_call_info_t *info)
+/* 1..128 printable ASCII characters, no spaces: what a header value can carry unchanged. */
+bool natomic__valid_idempotency_key(const char *key)
+{
+    size_t n = key != NULL ? strlen(key) : 0;
+    if (n == 0 || n > 128)
+        return false;
+    for (; *key; key++)
+        if (*key <= ' ' || *key > '~')
+            return false;
+    return true;
+}
+
+NATOMIC_API natomic_status_t natomic_request_idempotent(ProtobufCMessage **reply, natsConnection *nc,
+                                                        const char *subject, const ProtobufCMessage *request,
+                                                        const ProtobufCMessageDescriptor *reply_desc,
+                                                        int64_t timeout_ms, const char *key,
+                                                        natomic_call_info_t *info)
+{
+    if (key != NULL && *key != '\0' && !natomic__valid_idempotency_key(key)) {
+        if (info != NULL) {
+            memset(info, 0, sizeof *info);
+            info->kind = NATOMIC_EINVAL;
+            natomic__copy(info->message, sizeof info->message, "invalid idempotency key");
+        }
+        return NATOMIC_EINVAL;
+    }
+    return do_request(reply, nc, NULL, subject, request, reply_desc, timeout_ms, NULL, key, info);
+}
+
+/* natomic_ctx_request() with a Natomic-Branch header (the saga step's). */
+static natomic_status_t ctx_request(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
+                                    const ProtobufCMessage *request, const ProtobufCMessageDescriptor *reply_desc,
+                                    const char *branch, natomic_call_info_t *info)
 {
     if (ctx == NULL)
         return NATOMIC_EINVAL;
@@ -262,7 +312,7 @@ NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natom
         natomic__copy(got.type, sizeof got.type, "DeadlineExceeded");
         snprintf(got.message, sizeof got.message, "no time left to call %s", subject ? subject : "");
     } else {
-        st = do_request(reply, ctx->nc, ctx, subject, request, reply_desc, timeout, &got);
+        st = do_request(reply, ctx->nc, ctx, subject, request, reply_desc, timeout, branch, NULL, &got);
     }
     if (st != NATOMIC_OK) {
         ctx->has_remote_error = true;
@@ -273,6 +323,14 @@ NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natom
     return st;
 }
 
+NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
+                                                 const ProtobufCMessage *request,
+                                                 const ProtobufCMessageDescriptor *reply_desc,
+                                                 natomic_call_info_t *info)
+{
+    return ctx_request(reply, ctx, subject, request, reply_desc, NULL, info);
+}
+
 NATOMIC_API natomic_status_t natomic_saga_step(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
                                                const ProtobufCMessage *request,
                                                const ProtobufCMessageDescriptor *reply_desc,
@@ -281,9 +339,12 @@ NATOMIC_API natomic_status_t natomic_saga_step(ProtobufCMessage **reply, natomic
                                                natomic_call_info_t *info)
 {
     natomic_status_t st = NATOMIC_EINVAL;
+    char branch[16] = "";
     if (reply != NULL && ctx != NULL && subject != NULL && request != NULL && reply_desc != NULL) {
-        /* Compensation first: once the request is sent, its effect is possible. */
-        st = natomic_rollback_request(ctx, compensation_subject, compensation_request);
+        /* Compensation first: once the request is sent, its effect is possible. In
+           durable mode it is in the saga log before the request leaves. */
+        snprintf(branch, sizeof branch, "%02zu", ctx->rollbacks.count + 1);
+        st = natomic__rollback_request_branch(ctx, compensation_subject, compensation_request, branch);
     }
     if (st != NATOMIC_OK) {
         if (info != NULL) {
@@ -294,14 +355,13 @@ NATOMIC_API natomic_status_t natomic_saga_step(ProtobufCMessage **reply, natomic
         return st;
     }
     size_t registered = ctx->rollbacks.count - 1;
-    st = natomic_ctx_request(reply, ctx, subject, request, reply_desc, info);
+    st = ctx_request(reply, ctx, subject, request, reply_desc, branch, info);
     if (st == NATOMIC_ENORESPONDERS && registered + 1 == ctx->rollbacks.count) {
-        /* Nobody received the action: it certainly did not run, nothing to compensate. */
-        natomic_command_t *c = &ctx->rollbacks.items[registered];
-        if (c->free_arg != NULL)
-            c->free_arg(c->arg);
-        free(c->name);
-        ctx->rollbacks.count--;
+        /* Nobody received the action: it certainly did not run, nothing to compensate.
+           If the log cannot be told, it keeps a compensation the barrier makes a no-op. */
+        natomic__cmdlist_remove(&ctx->rollbacks, registered);
+        if (ctx->saga.revision != 0)
+            natomic__saga_write(ctx);
     }
     return st;
 }

@@ -20,11 +20,20 @@
  *      reverse order, all of them, then the error reply leaves with the
  *      handler's original error and `Natomic-Rollback`.
  *
+ * In durable mode (durable.c and the files it names) the same steps
+ * also keep the saga log, the outbox and the idempotency keys: a repeated
+ * Natomic-Idempotency-Key is answered before step 3 from what is stored;
+ * on success the call's decision, events and outcome commit with its
+ * business change before its saga record is deleted; on failure each
+ * compensation leaves the log as it ends.
+ *
  * Stop is graceful: the subscription is drained (the server sends nothing
  * more; what was delivered is still handled), workers finish their calls,
- * then exit. Nothing here keeps state across calls except counters.
+ * then exit; recovery and housekeeping stop, and the lease is given up
+ * last. Nothing here keeps state across calls except counters.
  */
 #include "natomic_internal.h"
+#include "durable_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +48,10 @@
 #include <unistd.h>
 
 #define DEFAULT_MAX_WORKERS 10
+#define DEFAULT_LEASE_MS 2000
+#define DEFAULT_RECOVERY_INTERVAL_MS 500
+#define DEFAULT_IDEMPOTENCY_RETENTION_S (24 * 3600)
+#define DEFAULT_BARRIER_RETENTION_S (7 * 24 * 3600)
 #define POLL_MS 100
 #define DRAIN_TIMEOUT_MS 30000
 
@@ -59,7 +72,11 @@ NATOMIC_API natomic_status_t natomic_service_new(natomic_service_t **out, natsCo
 {
     if (out == NULL || nc == NULL || config == NULL || !valid_name(config->name) || config->max_workers < 0 ||
         config->max_workers > 1024 || config->retry.attempts < 0 || config->retry.base_ms < 0 ||
-        config->retry.cap_ms < 0)
+        config->retry.cap_ms < 0 ||
+        (config->mode != NATOMIC_MODE_MEMORY && config->mode != NATOMIC_MODE_DURABLE) ||
+        (config->instance != NULL && (!valid_name(config->instance) || strlen(config->instance) > 64)) ||
+        config->lease_ms < 0 || config->recovery_interval_ms < 0 || config->idempotency_retention_s < 0 ||
+        config->barrier_retention_s < 0)
         return NATOMIC_EINVAL;
     natomic_service_t *svc = calloc(1, sizeof *svc);
     if (svc == NULL)
@@ -73,6 +90,22 @@ NATOMIC_API natomic_status_t natomic_service_new(natomic_service_t **out, natsCo
     svc->retry = natomic__retry_policy_normalize(config->retry);
     natomic__id_new(svc->id);
     pthread_mutex_init(&svc->mu, NULL);
+    pthread_mutex_init(&svc->housekeeping_mu, NULL);
+    pthread_cond_init(&svc->housekeeping_cond, NULL);
+    svc->mode = config->mode;
+    svc->store = config->store;
+    natomic__id_new(svc->incarnation);
+    if (config->instance != NULL)
+        natomic__copy(svc->instance, sizeof svc->instance, config->instance);
+    else
+        snprintf(svc->instance, sizeof svc->instance, "%.48s-%.8s", config->name, svc->incarnation);
+    svc->lease_ms = config->lease_ms > 0 ? config->lease_ms : DEFAULT_LEASE_MS;
+    svc->recovery_interval_ms = config->recovery_interval_ms > 0 ? config->recovery_interval_ms
+                                                                 : DEFAULT_RECOVERY_INTERVAL_MS;
+    svc->idempotency_retention_s =
+        config->idempotency_retention_s > 0 ? config->idempotency_retention_s : DEFAULT_IDEMPOTENCY_RETENTION_S;
+    svc->barrier_retention_s =
+        config->barrier_retention_s > 0 ? config->barrier_retention_s : DEFAULT_BARRIER_RETENTION_S;
     if (svc->name == NULL || svc->version == NULL || svc->description == NULL ||
         pipe2(svc->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         natomic_service_destroy(svc);
@@ -177,25 +210,6 @@ static natomic_method_t *find_method(natomic_service_t *svc, const char *name)
     return NULL;
 }
 
-static const char *header(natsMsg *m, const char *key)
-{
-    const char *v = NULL;
-    if (natsMsgHeader_Get(m, key, &v) != NATS_OK)
-        return NULL;
-    return v;
-}
-
-/* Header ids are copied only when they are short printable tokens. */
-static bool usable_id(const char *s, size_t cap)
-{
-    if (s == NULL || *s == '\0' || strlen(s) >= cap)
-        return false;
-    for (; *s; s++)
-        if (*s <= ' ' || *s > '~' || *s == ',')
-            return false;
-    return true;
-}
-
 /*
  * NATOMIC_TRACE=1: a copy of each call received and each reply sent goes to
  * natomic.trace.call.<subject> / natomic.trace.reply.<subject>, with the
@@ -240,9 +254,9 @@ static void header_safe(char *dst, size_t cap, const char *src)
 }
 
 /* Sends a reply (success or error) with the outcome headers. Failures are logged. */
-static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t *ctx, const void *data,
-                       size_t len, natomic_status_t kind, const char *type, const char *message,
-                       natomic_outcome_t rollback, natomic_outcome_t dispatch)
+void natomic__send_reply(natomic_service_t *svc, natsMsg *req, const char *tx, const void *data, size_t len,
+                         natomic_status_t kind, const char *type, const char *message, natomic_outcome_t rollback,
+                         natomic_outcome_t dispatch, bool replayed)
 {
     const char *reply_to = natsMsg_GetReply(req);
     if (reply_to == NULL || *reply_to == '\0')
@@ -268,8 +282,10 @@ static void send_reply(natomic_service_t *svc, natsMsg *req, const natomic_ctx_t
     }
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, reply_to, NULL, (const char *)data, (int)len);
-    if (s == NATS_OK && ctx != NULL)
-        s = natsMsgHeader_Set(m, NATOMIC_HDR_TX, ctx->tx);
+    if (s == NATS_OK && tx != NULL)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_TX, tx);
+    if (s == NATS_OK && replayed)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_REPLAYED, "true");
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, NATOMIC_HDR_ROLLBACK, natomic_outcome_name(rollback));
     if (s == NATS_OK)
@@ -325,21 +341,138 @@ static void record_error(natomic_method_t *m, int code, const char *message)
     pthread_mutex_unlock(&m->last_error_mu);
 }
 
+/* Durable mode: an event that could not be published waits in the outbox for the relay. */
+static natomic_cmd_end_t durable_dispatch_exhausted(natomic_ctx_t *ctx, const char *list_kind, natomic_command_t *cmd,
+                                                    int attempts, natomic_status_t last, void *user)
+{
+    (void)user;
+    if (natomic__event_of(cmd) != NULL && ctx->committed) {
+        natomic__log(NATOMIC_LOG_WARN, ctx->service_name,
+                     "%s command '%s' of tx %s not published after %d attempts (%s): it stays in the outbox, the "
+                     "relay publishes it later",
+                     list_kind, cmd->name, ctx->tx, attempts, natomic_status_name(last));
+        return NATOMIC_CMD_DEFERRED;
+    }
+    natomic__dead_letter(ctx, list_kind, cmd, attempts, last, NULL);
+    return NATOMIC_CMD_DEAD;
+}
+
+static const natomic_run_hooks_t durable_dispatch_hooks = {.exhausted = durable_dispatch_exhausted};
+
 /* Runs one list with the service's policy and counts what happened. */
 static natomic_outcome_t run_list(natomic_service_t *svc, natomic_ctx_t *ctx, bool rollback)
 {
     natomic_run_report_t rep = {0};
     ctx->commands_running = true;
     ctx->phase = rollback ? "rollback" : "dispatch";
-    natomic_outcome_t out = natomic__cmdlist_run(rollback ? &ctx->rollbacks : &ctx->dispatches, ctx,
-                                                 rollback ? "rollback" : "dispatch", rollback, &svc->retry,
-                                                 natomic__dead_letter, NULL, &rep);
+    natomic_outcome_t out;
+    if (natomic__durable(svc)) {
+        /* Compensations leave the saga log as they end; unreachable ones are deferred to
+           recovery rounds; an event that cannot be published stays in the outbox. */
+        out = natomic__cmdlist_run_hooked(rollback ? &ctx->rollbacks : &ctx->dispatches, ctx,
+                                          rollback ? "rollback" : "dispatch", rollback, &svc->retry,
+                                          rollback ? &natomic__durable_rollback_hooks : &durable_dispatch_hooks,
+                                          &rep);
+    } else {
+        out = natomic__cmdlist_run(rollback ? &ctx->rollbacks : &ctx->dispatches, ctx,
+                                   rollback ? "rollback" : "dispatch", rollback, &svc->retry, natomic__dead_letter,
+                                   NULL, &rep);
+    }
     ctx->commands_running = false;
     ctx->phase = NULL;
     atomic_fetch_add(rollback ? &svc->rollbacks_run : &svc->dispatches_run, rep.succeeded);
     atomic_fetch_add(rollback ? &svc->rollbacks_exhausted : &svc->dispatches_exhausted, rep.exhausted);
     atomic_fetch_add(&svc->retries, rep.retries);
     return out;
+}
+
+/* The error a failed handler leaves: its natomic_fail(), a remote error it returned, or its status. */
+static natomic_status_t describe_failure(const natomic_ctx_t *ctx, const natomic_method_t *m, natomic_status_t st,
+                                         char *type, size_t type_cap, char *text, size_t text_cap)
+{
+    natomic_status_t kind;
+    if (ctx->failed) {
+        kind = ctx->fail_kind;
+        natomic__copy(type, type_cap, ctx->fail_type);
+        natomic__copy(text, text_cap, ctx->fail_message);
+    } else if (ctx->has_remote_error && ctx->remote_error.kind == st) {
+        kind = st;
+        natomic__copy(type, type_cap, ctx->remote_error.type[0] ? ctx->remote_error.type : default_type(st));
+        natomic__copy(text, text_cap, ctx->remote_error.message);
+    } else {
+        kind = st >= NATOMIC_EBADINPUT && st <= NATOMIC_EINTERNAL ? st : NATOMIC_EINTERNAL;
+        natomic__copy(type, type_cap, default_type(kind));
+        snprintf(text, text_cap, "%s failed: %s", m->name, natomic_strerror(st));
+    }
+    return kind;
+}
+
+/* True when the call's saga log record holds no compensation still to run. */
+static bool saga_settled(const natomic_ctx_t *ctx)
+{
+    for (size_t i = 0; i < ctx->rollbacks.count; i++)
+        if (natomic__is_comp(&ctx->rollbacks.items[i]) && !ctx->rollbacks.items[i].ended)
+            return false;
+    return true;
+}
+
+/* Sends the reply and stores it for the call's idempotency key. */
+static void answer(natomic_service_t *svc, natsMsg *msg, natomic_ctx_t *ctx, const void *data, size_t len,
+                   natomic_status_t kind, const char *type, const char *text, natomic_outcome_t rolled,
+                   natomic_outcome_t dispatched)
+{
+    natomic__idem_finish(svc, ctx, kind == NATOMIC_OK ? 0 : natomic_error_code(kind), type, text, rolled, dispatched,
+                         data, len);
+    natomic__send_reply(svc, msg, ctx->tx, data, len, kind, type, text, rolled, dispatched, false);
+}
+
+/* Success: commit (durable), forget the saga, run the dispatch list, reply. */
+static void call_succeeded(natomic_service_t *svc, natsMsg *msg, natomic_ctx_t *ctx, natomic_method_t *m,
+                           ProtobufCMessage *reply)
+{
+    size_t len = 0;
+    uint8_t *data = natomic__pack(reply, &len);
+    natomic__cmdlist_clear(&ctx->rollbacks);
+    natomic__saga_delete(ctx); /* committed: recovery would only find the decision and delete it */
+    natomic_outcome_t dispatched = run_list(svc, ctx, false);
+    if (data != NULL) {
+        answer(svc, msg, ctx, data, len, NATOMIC_OK, NULL, NULL, NATOMIC_OUTCOME_NONE, dispatched);
+    } else {
+        record_error(m, 500, "out of memory packing the reply");
+        answer(svc, msg, ctx, NULL, 0, NATOMIC_EINTERNAL, "OutOfMemory", "out of memory packing the reply",
+               NATOMIC_OUTCOME_NONE, dispatched);
+    }
+    free(data);
+    natomic__log(NATOMIC_LOG_DEBUG, svc->name, "%s ok (tx %s, dispatch %s)", m->name, ctx->tx,
+                 natomic_outcome_name(dispatched));
+}
+
+/* Failure: drop the dispatch list, compensate (unless recovery owns the saga), reply the original error. */
+static void call_failed(natomic_service_t *svc, natsMsg *msg, natomic_ctx_t *ctx, natomic_method_t *m,
+                        natomic_status_t kind, const char *type, const char *text)
+{
+    bool committed = false;
+    if (ctx->committed && ctx->saga.revision != 0 && svc->store != NULL &&
+        natomic__decision_abort(svc->store, ctx->call_id, &committed) == NATOMIC_OK && committed) {
+        /* The handler failed after its commit went through: the commit stands, nothing is undone. */
+        natomic__log(NATOMIC_LOG_ERROR, svc->name,
+                     "%s (tx %s) failed after natomic_durable_commit() committed: the commit stands", m->name,
+                     ctx->tx);
+        natomic__cmdlist_clear(&ctx->rollbacks);
+        natomic__saga_delete(ctx);
+    }
+    if (!committed)
+        natomic__cmdlist_clear(&ctx->dispatches);
+    natomic_outcome_t rolled = NATOMIC_OUTCOME_NONE;
+    if ((m->flags & NATOMIC_ROLLBACK_ONCE_FAILED) && !ctx->saga.lost)
+        rolled = run_list(svc, ctx, true);
+    natomic_outcome_t dispatched = committed ? run_list(svc, ctx, false) : NATOMIC_OUTCOME_NONE;
+    if (ctx->saga.revision != 0 && !ctx->saga.lost && saga_settled(ctx))
+        natomic__saga_delete(ctx);
+    record_error(m, natomic_error_code(kind), text);
+    answer(svc, msg, ctx, NULL, 0, kind, type, text, rolled, dispatched);
+    natomic__log(NATOMIC_LOG_DEBUG, svc->name, "%s failed with %s: %s (tx %s, rollback %s)", m->name, type, text,
+                 ctx->tx, natomic_outcome_name(rolled));
 }
 
 /* One call, start to end, on the calling worker thread. `injected`: fail it before the handler. */
@@ -354,14 +487,14 @@ static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
         char text[256];
         snprintf(text, sizeof text, "service %s has no method '%.100s'", svc->name, name);
         natomic__log(NATOMIC_LOG_WARN, svc->name, "%s", text);
-        natomic_ctx_t ctx; /* only for the Natomic-Tx of the reply */
-        natomic__ctx_init(&ctx, svc, svc->nc, svc->name, name, 0);
-        const char *tx = header(msg, NATOMIC_HDR_TX);
-        if (usable_id(tx, sizeof ctx.tx))
-            natomic__copy(ctx.tx, sizeof ctx.tx, tx);
-        send_reply(svc, msg, &ctx, NULL, 0, NATOMIC_ENOMETHOD, "UnknownMethod", text, NATOMIC_OUTCOME_NONE,
-                   NATOMIC_OUTCOME_NONE);
-        natomic__ctx_release(&ctx);
+        const char *tx = natomic__header(msg, NATOMIC_HDR_TX);
+        char new_tx[NATOMIC_ID_LEN + 1];
+        if (!natomic__usable_id(tx, NATOMIC_ID_LEN + 1 + 32)) {
+            natomic__id_new(new_tx);
+            tx = new_tx;
+        }
+        natomic__send_reply(svc, msg, tx, NULL, 0, NATOMIC_ENOMETHOD, "UnknownMethod", text, NATOMIC_OUTCOME_NONE,
+                            NATOMIC_OUTCOME_NONE, false);
         return;
     }
     int64_t t0 = natomic__wall_ns();
@@ -369,13 +502,13 @@ static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
 
     natomic_ctx_t ctx;
     natomic__ctx_init(&ctx, svc, svc->nc, svc->name, m->name, m->flags);
-    const char *h = header(msg, NATOMIC_HDR_TX);
-    if (usable_id(h, sizeof ctx.tx))
+    const char *h = natomic__header(msg, NATOMIC_HDR_TX);
+    if (natomic__usable_id(h, sizeof ctx.tx))
         natomic__copy(ctx.tx, sizeof ctx.tx, h);
-    h = header(msg, NATOMIC_HDR_CALL_ID);
-    if (usable_id(h, sizeof ctx.parent_id))
+    h = natomic__header(msg, NATOMIC_HDR_CALL_ID);
+    if (natomic__usable_id(h, sizeof ctx.parent_id))
         natomic__copy(ctx.parent_id, sizeof ctx.parent_id, h);
-    h = header(msg, NATOMIC_HDR_CALL_CHAIN);
+    h = natomic__header(msg, NATOMIC_HDR_CALL_CHAIN);
     if (h != NULL && strlen(h) < sizeof ctx.chain)
         natomic__copy(ctx.chain, sizeof ctx.chain, h);
 
@@ -383,7 +516,7 @@ static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
     char type[64] = "", text[256] = "";
     ProtobufCMessage *request = NULL, *reply = NULL;
 
-    h = header(msg, NATOMIC_HDR_DEADLINE_MS);
+    h = natomic__header(msg, NATOMIC_HDR_DEADLINE_MS);
     if (h != NULL) {
         char *end = NULL;
         errno = 0;
@@ -418,15 +551,20 @@ static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
             natomic__copy(text, sizeof text, "out of memory");
         } else {
             m->reply_desc->message_init(reply);
+            ctx.reply = reply;
         }
     }
     if (kind != NATOMIC_OK) {
-        /* Refused before the handler: nothing to roll back or dispatch. */
+        /* Refused before the handler: nothing to roll back or dispatch, nothing worth replaying. */
         natomic__log(NATOMIC_LOG_WARN, svc->name, "%s refused: %s", m->name, text);
         record_error(m, natomic_error_code(kind), text);
-        send_reply(svc, msg, &ctx, NULL, 0, kind, type, text, NATOMIC_OUTCOME_NONE, NATOMIC_OUTCOME_NONE);
+        natomic__send_reply(svc, msg, ctx.tx, NULL, 0, kind, type, text, NATOMIC_OUTCOME_NONE, NATOMIC_OUTCOME_NONE,
+                            false);
         goto done;
     }
+    /* A repeated idempotency key is answered from what is stored, and nothing runs. */
+    if (natomic__idem_begin(svc, &ctx, msg) == NATOMIC_IDEM_ANSWERED)
+        goto done;
 
     natomic_status_t st = injected ? natomic_fail(&ctx, NATOMIC_ETRANSIENT, "InjectedFault",
                                                   "fault point natomic/before_handler")
@@ -434,45 +572,28 @@ static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
     if (st == NATOMIC_OK && NATOMIC_FAULT("natomic/after_handler") == NATOMIC_FAULT_ERROR)
         st = natomic_fail(&ctx, NATOMIC_ETRANSIENT, "InjectedFault", "fault point natomic/after_handler");
     if (st == NATOMIC_OK) {
-        size_t len = 0;
-        uint8_t *data = natomic__pack(reply, &len);
-        natomic__cmdlist_clear(&ctx.rollbacks);
-        natomic_outcome_t dispatched = run_list(svc, &ctx, false);
-        if (data != NULL) {
-            send_reply(svc, msg, &ctx, data, len, NATOMIC_OK, NULL, NULL, NATOMIC_OUTCOME_NONE, dispatched);
-        } else {
-            record_error(m, 500, "out of memory packing the reply");
-            send_reply(svc, msg, &ctx, NULL, 0, NATOMIC_EINTERNAL, "OutOfMemory", "out of memory packing the reply",
-                       NATOMIC_OUTCOME_NONE, dispatched);
+        /* Durable: the decision, the outbox and the key commit now, if the handler did not. */
+        st = natomic__durable_autocommit(&ctx);
+        if (st == NATOMIC_ENOTOWNER) {
+            /* Recovery decided to compensate while we were slow: it runs the rollback, not us. */
+            ctx.saga.lost = true;
+            st = natomic_fail(&ctx, NATOMIC_ETRANSIENT, "TakenOver",
+                              "%s: the saga was taken over by recovery, which compensates it", m->name);
+        } else if (st != NATOMIC_OK) {
+            st = natomic_fail(&ctx, NATOMIC_ETRANSIENT, "StorageError", "%s: cannot commit: %s", m->name,
+                              natomic_strerror(st));
         }
-        free(data);
-        natomic__log(NATOMIC_LOG_DEBUG, svc->name, "%s ok (tx %s, dispatch %s)", m->name, ctx.tx,
-                     natomic_outcome_name(dispatched));
+    }
+    if (st == NATOMIC_OK) {
+        call_succeeded(svc, msg, &ctx, m, reply);
     } else {
-        if (ctx.failed) {
-            kind = ctx.fail_kind;
-            natomic__copy(type, sizeof type, ctx.fail_type);
-            natomic__copy(text, sizeof text, ctx.fail_message);
-        } else if (ctx.has_remote_error && ctx.remote_error.kind == st) {
-            kind = st;
-            natomic__copy(type, sizeof type, ctx.remote_error.type[0] ? ctx.remote_error.type : default_type(st));
-            natomic__copy(text, sizeof text, ctx.remote_error.message);
-        } else {
-            kind = st >= NATOMIC_EBADINPUT && st <= NATOMIC_EINTERNAL ? st : NATOMIC_EINTERNAL;
-            natomic__copy(type, sizeof type, default_type(kind));
-            snprintf(text, sizeof text, "%s failed: %s", m->name, natomic_strerror(st));
-        }
-        natomic__cmdlist_clear(&ctx.dispatches);
-        natomic_outcome_t rolled = NATOMIC_OUTCOME_NONE;
-        if (m->flags & NATOMIC_ROLLBACK_ONCE_FAILED)
-            rolled = run_list(svc, &ctx, true);
-        record_error(m, natomic_error_code(kind), text);
-        send_reply(svc, msg, &ctx, NULL, 0, kind, type, text, rolled, NATOMIC_OUTCOME_NONE);
-        natomic__log(NATOMIC_LOG_DEBUG, svc->name, "%s failed with %s: %s (tx %s, rollback %s)", m->name, type, text,
-                     ctx.tx, natomic_outcome_name(rolled));
+        kind = describe_failure(&ctx, m, st, type, sizeof type, text, sizeof text);
+        call_failed(svc, msg, &ctx, m, kind, type, text);
     }
 
 done:
+    if (ctx.saga.revision != 0 || ctx.saga.started_ns != 0)
+        natomic__inflight_remove(svc, ctx.call_id);
     if (reply != NULL) {
         /* The reply shell is ours; what its fields point to is the handler's (arena). */
         free(reply);
@@ -480,52 +601,6 @@ done:
     protobuf_c_message_free_unpacked(request, NULL);
     natomic__ctx_release(&ctx);
     atomic_fetch_add(&m->processing_ns, (uint64_t)(natomic__wall_ns() - t0));
-}
-
-/* One event, on nats.c's delivery thread of its subscription. */
-static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
-{
-    natomic_event_sub_t *es = closure;
-    natomic_service_t *svc = es->svc;
-    natomic_ctx_t ctx;
-    natomic__ctx_init(&ctx, svc, nc, svc->name, es->subject, 0);
-    const char *h = header(msg, NATOMIC_HDR_TX);
-    if (usable_id(h, sizeof ctx.tx))
-        natomic__copy(ctx.tx, sizeof ctx.tx, h);
-    h = header(msg, NATOMIC_HDR_CALL_ID);
-    if (usable_id(h, sizeof ctx.parent_id))
-        natomic__copy(ctx.parent_id, sizeof ctx.parent_id, h);
-    h = header(msg, NATOMIC_HDR_EVENT_ID);
-    if (usable_id(h, sizeof ctx.event_id))
-        natomic__copy(ctx.event_id, sizeof ctx.event_id, h);
-    ProtobufCMessage *event = protobuf_c_message_unpack(es->desc, NULL, (size_t)natsMsg_GetDataLength(msg),
-                                                        (const uint8_t *)natsMsg_GetData(msg));
-    natomic_status_t st = NATOMIC_EBADINPUT;
-    natomic_fault_t f = event != NULL ? NATOMIC_FAULT("natomic/before_event_handler") : NATOMIC_FAULT_NONE;
-    if (event == NULL)
-        natomic__log(NATOMIC_LOG_WARN, svc->name, "event on %s is not a valid %s: dropped", es->subject,
-                     es->desc->name);
-    else if (f == NATOMIC_FAULT_ERROR)
-        st = natomic_fail(&ctx, NATOMIC_ETRANSIENT, "InjectedFault", "fault point natomic/before_event_handler");
-    else if (f == NATOMIC_FAULT_DROP)
-        st = NATOMIC_OK; /* lost before the handler saw it */
-    else
-        st = es->handler(&ctx, event, es->closure);
-    if (f == NATOMIC_FAULT_DUPLICATE && st == NATOMIC_OK)
-        st = es->handler(&ctx, event, es->closure); /* a redelivery: the handler must dedupe */
-    if (st == NATOMIC_OK) {
-        atomic_fetch_add(&svc->events_handled, 1);
-    } else {
-        atomic_fetch_add(&svc->events_failed, 1);
-        if (event != NULL)
-            natomic__log(NATOMIC_LOG_WARN, svc->name, "event handler for %s (event %s) failed: %s%s%s", es->subject,
-                         ctx.event_id, ctx.failed ? ctx.fail_type : natomic_strerror(st), ctx.failed ? ": " : "",
-                         ctx.failed ? ctx.fail_message : "");
-    }
-    protobuf_c_message_free_unpacked(event, NULL);
-    natomic__ctx_release(&ctx);
-    natsMsg_Destroy(msg);
-    (void)sub;
 }
 
 /* $NATOMIC.FAULTS.<name>: a fault list to apply now (NATOMIC_FAULT_CONTROL=1 only). */
@@ -595,19 +670,32 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         pthread_mutex_unlock(&svc->mu);
         return NATOMIC_EINVAL; /* a bad NATOMIC_FAULTS: refuse to run a different experiment */
     }
+    /* Durable mode's ground first: JetStream, buckets, stream, tables, lease. Nothing is
+       visible to callers before it stands. */
+    natomic_status_t st = natomic__durable_start(svc);
+    if (st == NATOMIC_OK)
+        st = natomic__idem_open(svc);
     char subject[160];
     snprintf(subject, sizeof subject, "%s.>", svc->name);
-    natsStatus s = natsConnection_QueueSubscribeSync(&svc->sub, svc->nc, subject, svc->name);
-    if (s == NATS_OK)
-        s = natsSubscription_SetPendingLimits(svc->sub, -1, -1);
-    if (s != NATS_OK) {
-        natomic__log(NATOMIC_LOG_ERROR, svc->name, "cannot subscribe to %s: %s", subject, natsStatus_GetText(s));
-        natsSubscription_Destroy(svc->sub);
-        svc->sub = NULL;
-        pthread_mutex_unlock(&svc->mu);
-        return NATOMIC_ENATS;
+    natsStatus s = NATS_OK;
+    if (st == NATOMIC_OK) {
+        s = natsConnection_QueueSubscribeSync(&svc->sub, svc->nc, subject, svc->name);
+        if (s == NATS_OK)
+            s = natsSubscription_SetPendingLimits(svc->sub, -1, -1);
+        if (s != NATS_OK) {
+            natomic__log(NATOMIC_LOG_ERROR, svc->name, "cannot subscribe to %s: %s", subject, natsStatus_GetText(s));
+            natsSubscription_Destroy(svc->sub);
+            svc->sub = NULL;
+            st = NATOMIC_ENATS;
+        }
     }
-    natomic_status_t st = natomic__discovery_start(svc);
+    if (st != NATOMIC_OK) {
+        natomic__idem_close(svc);
+        natomic__durable_stop(svc);
+        pthread_mutex_unlock(&svc->mu);
+        return st;
+    }
+    st = natomic__discovery_start(svc);
     const char *trace_env = getenv("NATOMIC_TRACE");
     svc->trace = trace_env != NULL && strcmp(trace_env, "1") == 0;
     const char *control = getenv("NATOMIC_FAULT_CONTROL");
@@ -617,17 +705,8 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         if (natsConnection_Subscribe(&svc->fault_control, svc->nc, fsubject, on_fault_control, svc) != NATS_OK)
             st = NATOMIC_ENATS;
     }
-    for (size_t i = 0; st == NATOMIC_OK && i < svc->n_event_subs; i++) {
-        natomic_event_sub_t *es = &svc->event_subs[i];
-        s = natsConnection_QueueSubscribe(&es->sub, svc->nc, es->subject, svc->name, on_event, es);
-        if (s == NATS_OK)
-            s = natsSubscription_SetPendingLimits(es->sub, -1, -1);
-        if (s != NATS_OK) {
-            natomic__log(NATOMIC_LOG_ERROR, svc->name, "cannot subscribe to %s: %s", es->subject,
-                         natsStatus_GetText(s));
-            st = NATOMIC_ENATS;
-        }
-    }
+    if (st == NATOMIC_OK)
+        st = natomic__event_consumers_start(svc);
     svc->workers = calloc((size_t)svc->max_workers, sizeof *svc->workers);
     if (st == NATOMIC_OK && svc->workers == NULL)
         st = NATOMIC_ENOMEM;
@@ -637,6 +716,9 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         else
             svc->n_workers++;
     }
+    /* Recovery rounds (durable) and sweeps: the first round runs at once. */
+    if (st == NATOMIC_OK)
+        st = natomic__housekeeping_start(svc);
     format_rfc3339(svc->started_at, sizeof svc->started_at);
     svc->started = true;
     /* Make sure the server knows the subscription before anyone is told we are up. */
@@ -647,8 +729,8 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         natomic_service_stop(svc);
         return st;
     }
-    natomic__log(NATOMIC_LOG_INFO, svc->name, "service %s %s started (id %s, %zu methods, %d workers)", svc->name,
-                 svc->version, svc->id, svc->n_methods, svc->max_workers);
+    natomic__log(NATOMIC_LOG_INFO, svc->name, "service %s %s started (id %s, %zu methods, %d workers, %s mode)",
+                 svc->name, svc->version, svc->id, svc->n_methods, svc->max_workers, natomic_mode_name(svc->mode));
     return NATOMIC_OK;
 }
 
@@ -668,18 +750,8 @@ NATOMIC_API natomic_status_t natomic_service_stop(natomic_service_t *svc)
         natsSubscription_Destroy(svc->fault_control);
         svc->fault_control = NULL;
     }
-    /* Events first: their handlers may still be running on nats.c's threads. */
-    for (size_t i = 0; i < svc->n_event_subs; i++) {
-        natomic_event_sub_t *es = &svc->event_subs[i];
-        if (es->sub == NULL)
-            continue;
-        if (natsSubscription_Drain(es->sub) == NATS_OK)
-            natsSubscription_WaitForDrainCompletion(es->sub, DRAIN_TIMEOUT_MS);
-        else
-            natsSubscription_Unsubscribe(es->sub);
-        natsSubscription_Destroy(es->sub);
-        es->sub = NULL;
-    }
+    /* Events first: their handlers may still be running (nats.c's threads, or our fetch loops). */
+    natomic__event_consumers_stop(svc);
     /* Drain: the server stops sending, what is pending is still handled. */
     natsStatus s = natsSubscription_DrainTimeout(svc->sub, DRAIN_TIMEOUT_MS);
     atomic_store(&svc->stopping, true);
@@ -690,6 +762,10 @@ NATOMIC_API natomic_status_t natomic_service_stop(natomic_service_t *svc)
     svc->n_workers = 0;
     natsSubscription_Destroy(svc->sub);
     svc->sub = NULL;
+    /* No call runs any more: recovery and sweeps stop, then the lease goes (durable.c). */
+    natomic__housekeeping_stop(svc);
+    natomic__durable_stop(svc);
+    natomic__idem_close(svc);
     natsConnection_FlushTimeout(svc->nc, 2000); /* replies and events of the last calls */
     svc->stopped = true;
     pthread_mutex_unlock(&svc->mu);
@@ -784,6 +860,9 @@ NATOMIC_API void natomic_service_destroy(natomic_service_t *svc)
     for (size_t i = 0; i < svc->n_event_subs; i++)
         free(svc->event_subs[i].subject);
     free(svc->event_subs);
+    natomic__registry_free(svc);
+    pthread_mutex_destroy(&svc->housekeeping_mu);
+    pthread_cond_destroy(&svc->housekeeping_cond);
     free(svc->workers);
     for (int i = 0; i < 2; i++)
         if (svc->stop_pipe[i] >= 0)
@@ -826,6 +905,11 @@ NATOMIC_API natomic_status_t natomic_service_get_stats(natomic_service_stats_t *
     s.events_failed = atomic_load(&svc->events_failed);
     for (int i = 0; i < NATOMIC_BARRIER_OUTCOME_COUNT_; i++)
         s.barrier[i] = atomic_load(&svc->barrier[i]);
+    s.sagas_logged = atomic_load(&svc->sagas_logged);
+    s.log_failures = atomic_load(&svc->log_failures);
+    s.sagas_recovered = atomic_load(&svc->sagas_recovered);
+    s.outbox_relayed = atomic_load(&svc->outbox_relayed);
+    s.idempotent_replays = atomic_load(&svc->idempotent_replays);
     *out = s;
     return NATOMIC_OK;
 }

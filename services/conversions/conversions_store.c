@@ -55,13 +55,26 @@ void conversions_store_close(conversions_store_t *store)
     free(store);
 }
 
+sqlite3 *conversions_store_db(conversions_store_t *store)
+{
+    return store != NULL ? store->db : NULL;
+}
+
 const char *conversions_store_error(conversions_store_t *store)
 {
     return store != NULL && store->db != NULL ? sqlite3_errmsg(store->db) : "no store";
 }
 
+/*
+ * Each function holds the connection's mutex from prepare to finalize: the
+ * workers share the connection, and a statement left active by one (the
+ * INSERT ... RETURNING below, between its row and its finalize) would
+ * otherwise sit inside another worker's transaction -- or natomic's, which
+ * commits a call's outbox rows in this store in durable mode.
+ */
 int conversions_store_save(conversions_store_t *store, const char *tx, double inches, double cm, int64_t *id)
 {
+    sqlite3_mutex_enter(sqlite3_db_mutex(store->db));
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(store->db, "INSERT INTO history(tx, inches, cm) VALUES (?, ?, ?) RETURNING id", -1,
                                 &st, NULL);
@@ -75,11 +88,13 @@ int conversions_store_save(conversions_store_t *store, const char *tx, double in
     if (ok)
         *id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
+    sqlite3_mutex_leave(sqlite3_db_mutex(store->db));
     return ok ? 0 : -1;
 }
 
 int conversions_store_delete(conversions_store_t *store, int64_t id)
 {
+    sqlite3_mutex_enter(sqlite3_db_mutex(store->db));
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(store->db, "DELETE FROM history WHERE id = ?", -1, &st, NULL);
     if (rc == SQLITE_OK) {
@@ -87,6 +102,7 @@ int conversions_store_delete(conversions_store_t *store, int64_t id)
         rc = sqlite3_step(st);
     }
     sqlite3_finalize(st);
+    sqlite3_mutex_leave(sqlite3_db_mutex(store->db));
     return rc == SQLITE_DONE ? 0 : -1;
 }
 

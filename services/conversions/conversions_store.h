@@ -14,6 +14,8 @@ typedef struct conversions_store conversions_store_t;
 /* Opens (creating the table if needed). 0, or -1 with a message on stderr. */
 int conversions_store_open(conversions_store_t **out, const char *path);
 void conversions_store_close(conversions_store_t *store);
+/* The store's SQLite connection (serialized): natomic keeps its own tables there. */
+struct sqlite3 *conversions_store_db(conversions_store_t *store);
 
 /* Saves a row; writes its id to *id. 0 or -1. */
 int conversions_store_save(conversions_store_t *store, const char *tx, double inches, double cm, int64_t *id);

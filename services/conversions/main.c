@@ -26,6 +26,11 @@ static void close_state(void *state)
     conversions_store_close(state);
 }
 
+static struct sqlite3 *store_of(void *state)
+{
+    return conversions_store_db(state);
+}
+
 static natomic_status_t register_methods(natomic_service_t *svc, void *state)
 {
     return conversions_service_register(svc, state);
@@ -37,6 +42,7 @@ static const service_def_t service = {
     .description = "Converts inches to centimetres; the seed's rollback and dispatch examples",
     .open = open_state,
     .close = close_state,
+    .store = store_of,
     .register_methods = register_methods,
 };
 

@@ -50,6 +50,7 @@ static const service_def_t service = {
     .description = "Stock and reservations; reserve/release are barrier-protected saga steps",
     .open = open_state,
     .close = sqlite_tx_close,
+    .store = sqlite_tx_store,
     .register_methods = register_methods,
 };
 

@@ -16,6 +16,7 @@
 #include "notifications_service.h"
 #include "notifications_store.h"
 #include "service_main.h"
+#include "sqlite_tx.h"
 
 static const char about[] =
     "notifications: consumes events.orders.order_created and records one notification per\n"
@@ -44,6 +45,7 @@ static const service_def_t service = {
     .description = "Records one notification per confirmed order (order_created events)",
     .open = open_state,
     .close = close_state,
+    .store = sqlite_tx_store,
     .register_methods = register_methods,
 };
 

@@ -25,6 +25,7 @@
 #include "orders_service.h"
 #include "orders_store.h"
 #include "service_main.h"
+#include "sqlite_tx.h"
 
 static const char about[] =
     "orders: the saga orchestrator. orders.create_order saves the order, reserves stock\n"
@@ -55,6 +56,7 @@ static const service_def_t service = {
     .description = "The order saga: reserve stock, charge, confirm; compensate on failure",
     .open = open_state,
     .close = close_state,
+    .store = sqlite_tx_store,
     .register_methods = register_methods,
 };
 

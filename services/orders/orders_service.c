@@ -34,9 +34,19 @@
  *     and type (OutOfStock, PaymentDeclined, Timeout, ...) with the order
  *     id in the message, so it can look the cancelled order up.
  *
- * Memory mode only: if this process dies between steps 2 and 5 the order
- * stays 'pending' and its compensations are lost with the process -- the
- * durable saga log (DESIGN 3.7) is what closes that gap.
+ * The same code runs in both modes (DESIGN 3.7). In memory mode, if this
+ * process dies between steps 2 and 5 the order stays 'pending' and its
+ * compensations are lost with the process. In durable mode every
+ * compensation is in the saga log before its step: "cancel the order" is
+ * the named command "orders.cancel" with the order id as payload (a
+ * function pointer would not survive the crash), registered before the
+ * order is even written; the two remote ones are written by
+ * natomic_saga_step before the request leaves. Step 5 confirms the order
+ * and calls natomic_durable_commit in the same SQLite transaction, so the
+ * confirmation, the order_created event (the outbox) and the call's
+ * decision commit together. If the process dies, recovery -- this
+ * process restarted, or another orders instance -- refunds, releases and
+ * cancels, and the order never stays pending (docs/durable.md).
  */
 #include "orders_service.h"
 
@@ -48,6 +58,9 @@
 #include "orders.pb-c.h"
 #include "orders_store.h"
 #include "payments.pb-c.h"
+#include "sqlite_tx.h"
+
+#include <sqlite3.h>
 
 #define MAX_FIELD_LEN 200 /* customer and sku: keeps ids and messages readable */
 
@@ -68,22 +81,58 @@ static natomic_status_t check_field(natomic_ctx_t *ctx, const char *name, const 
 
 /* ---- rollback command: cancel the order ------------------------------- */
 
-typedef struct cancel_order {
-    struct sqlite3 *db;
-    char order_id[];
-} cancel_order_t;
+#define CANCEL_COMMAND "orders.cancel"
 
-/* Marks the order 'cancelled' (from whatever it was). Idempotent: a retry finds it cancelled. */
-static natomic_status_t cancel_order(natomic_ctx_t *ctx, void *arg)
+/*
+ * The named command "orders.cancel": marks the order whose id is the
+ * payload 'cancelled' (from whatever it was; a missing order -- the crash
+ * came before it was written -- is nothing to cancel). Idempotent: a retry
+ * finds it cancelled. Runs in the call that registered it, or after a
+ * crash in whichever instance recovers the saga.
+ */
+static natomic_status_t cancel_order(natomic_ctx_t *ctx, const void *data, size_t len, void *closure)
 {
-    cancel_order_t *c = arg;
+    struct sqlite3 *db = closure;
+    char order_id[MAX_FIELD_LEN + 8];
+    if (len == 0 || len >= sizeof order_id)
+        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "orders.cancel: bad order id");
+    memcpy(order_id, data, len);
+    order_id[len] = '\0';
     char err[256];
-    int changed = orders_store_set_status(c->db, c->order_id, "cancelled", NULL, err, sizeof err);
+    int changed = orders_store_set_status(db, order_id, "cancelled", NULL, err, sizeof err);
     if (changed < 0) {
-        fprintf(stderr, "orders: cannot cancel order %s (tx %s): %s\n", c->order_id, natomic_ctx_tx(ctx), err);
+        fprintf(stderr, "orders: cannot cancel order %s (tx %s): %s\n", order_id, natomic_ctx_tx(ctx), err);
         return NATOMIC_ETRANSIENT;
     }
-    fprintf(stderr, "orders: order %s cancelled (tx %s)\n", c->order_id, natomic_ctx_tx(ctx));
+    fprintf(stderr, "orders: order %s %s (tx %s)\n", order_id, changed > 0 ? "cancelled" : "already cancelled or never saved",
+            natomic_ctx_tx(ctx));
+    return NATOMIC_OK;
+}
+
+/* Step 5: 'pending' -> 'confirmed' and, in the same transaction, what the call commits with it. */
+static natomic_status_t confirm_order(natomic_ctx_t *ctx, struct sqlite3 *db, const char *order_id)
+{
+    char err[256];
+    if (sqlite_tx_begin(db) != 0)
+        return natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "order %s: cannot confirm: %s", order_id,
+                            sqlite3_errmsg(db));
+    int rc = orders_store_set_status(db, order_id, "confirmed", "pending", err, sizeof err);
+    if (rc != 1) {
+        sqlite_tx_rollback(db);
+        return natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "order %s: cannot confirm: %s", order_id,
+                            rc < 0 ? err : "it is no longer pending");
+    }
+    natomic_status_t st = natomic_durable_commit(ctx, db);
+    if (st != NATOMIC_OK) {
+        sqlite_tx_rollback(db);
+        if (st == NATOMIC_ENOTOWNER) /* recovery is compensating this order: it will be cancelled */
+            return natomic_fail(ctx, NATOMIC_ETRANSIENT, "TakenOver", "order %s: taken over by recovery", order_id);
+        return natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "order %s: cannot commit: %s", order_id,
+                            natomic_strerror(st));
+    }
+    if (sqlite_tx_commit(db) != 0)
+        return natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "order %s: cannot commit its confirmation",
+                            order_id);
     return NATOMIC_OK;
 }
 
@@ -140,35 +189,27 @@ static natomic_status_t create_order(natomic_ctx_t *ctx, const ProtobufCMessage 
         return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "amount must be > 0 cents, got %lld",
                             (long long)req->amount);
 
-    /* 2. The order exists here before anyone downstream hears of it. */
+    /* 2. The order exists here before anyone downstream hears of it. Its cancel is
+          registered first -- before the row, as every compensation comes before its
+          step -- so it runs last, after the remote compensations. */
     const char *call_id = natomic_ctx_call_id(ctx);
     size_t id_len = strlen("ord-") + strlen(call_id);
-    cancel_order_t *cancel = malloc(sizeof *cancel + id_len + 1);
     char *order_id = natomic_ctx_alloc(ctx, id_len + 1);
-    if (cancel == NULL || order_id == NULL) {
-        free(cancel);
+    if (order_id == NULL)
         return natomic_fail(ctx, NATOMIC_EINTERNAL, "OutOfMemory", "out of memory");
-    }
     snprintf(order_id, id_len + 1, "ord-%s", call_id);
-    cancel->db = db;
-    memcpy(cancel->order_id, order_id, id_len + 1);
+    st = natomic_rollback_append_durable(ctx, CANCEL_COMMAND, order_id, id_len);
+    if (st != NATOMIC_OK) /* durable: the saga log could not be written; nothing was saved */
+        return natomic_fail(ctx, NATOMIC_ETRANSIENT, "Unavailable", "order %s: cannot register its rollback: %s",
+                            order_id, natomic_strerror(st));
 
     char err[256];
     int rc = orders_store_insert_pending(db, order_id, req->customer, req->sku, req->qty, req->amount,
                                          natomic_ctx_tx(ctx), err, sizeof err);
     if (rc != 0) {
-        free(cancel);
         if (rc > 0) /* call ids are random 128-bit: this is a bug, not bad luck */
             return natomic_fail(ctx, NATOMIC_EINTERNAL, "InternalError", "order %s exists already", order_id);
         return natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "cannot save order %s: %s", order_id, err);
-    }
-    /* Registered first, so it runs last: the order is cancelled after its compensations ran. */
-    st = natomic_rollback_append(ctx, "cancel order", cancel_order, cancel, free);
-    if (st != NATOMIC_OK) {
-        /* cancel was freed by the failed registration; undo the insert by hand. */
-        orders_store_set_status(db, order_id, "cancelled", NULL, err, sizeof err);
-        return natomic_fail(ctx, NATOMIC_EINTERNAL, "InternalError", "order %s: cannot register its rollback: %s",
-                            order_id, natomic_strerror(st));
     }
 
     /* 3. Reserve the stock; release it if anything later fails. */
@@ -207,13 +248,8 @@ static natomic_status_t create_order(natomic_ctx_t *ctx, const ProtobufCMessage 
     if (NATOMIC_FAULT("orders/create_order/after_charge") == NATOMIC_FAULT_ERROR)
         return natomic_fail(ctx, NATOMIC_ETRANSIENT, "InjectedFault", "order %s: fault after charge", order_id);
 
-    /* 5. Confirm: the local commit the event waits for. */
-    rc = orders_store_set_status(db, order_id, "confirmed", "pending", err, sizeof err);
-    if (rc != 1)
-        return natomic_fail(ctx, NATOMIC_ETRANSIENT, "StorageError", "order %s: cannot confirm: %s", order_id,
-                            rc < 0 ? err : "it is no longer pending");
-
-    /* 6. Announce it -- published only once the call has succeeded. */
+    /* 6. Announce it -- published only once the call has succeeded (durable: from the
+          outbox, written with the confirmation). Registered before step 5 commits. */
     Orders__OrderCreated event = ORDERS__ORDER_CREATED__INIT;
     event.order_id = order_id;
     event.customer = req->customer;
@@ -221,11 +257,12 @@ static natomic_status_t create_order(natomic_ctx_t *ctx, const ProtobufCMessage 
     event.qty = req->qty;
     event.amount = req->amount;
     st = natomic_dispatch_event(ctx, "order_created", &event.base);
-    if (st != NATOMIC_OK) /* the rollbacks cancel the confirmed order again */
+    if (st != NATOMIC_OK)
         return natomic_fail(ctx, NATOMIC_EINTERNAL, "InternalError", "order %s: cannot register order_created: %s",
                             order_id, natomic_strerror(st));
 
-    /* The request lives until the call ends; order_id is in the call's arena. */
+    /* The reply, filled before the commit: an idempotency key replays it as it is now.
+       The request lives until the call ends; order_id is in the call's arena. */
     out->order_id = order_id;
     out->status = natomic_ctx_strdup(ctx, "confirmed");
     out->customer = req->customer;
@@ -234,7 +271,9 @@ static natomic_status_t create_order(natomic_ctx_t *ctx, const ProtobufCMessage 
     out->amount = req->amount;
     if (out->status == NULL)
         return natomic_fail(ctx, NATOMIC_EINTERNAL, "OutOfMemory", "out of memory");
-    return NATOMIC_OK;
+
+    /* 5. Confirm: the local commit the event waits for. */
+    return confirm_order(ctx, db, order_id);
 }
 
 /* ---- get_order --------------------------------------------------------- */
@@ -272,7 +311,9 @@ natomic_status_t orders_service_register(natomic_service_t *svc, struct sqlite3 
 {
     if (svc == NULL || db == NULL)
         return NATOMIC_EINVAL;
-    natomic_status_t st = natomic_service_add_method(
+    natomic_status_t st = natomic_command_register(svc, CANCEL_COMMAND, cancel_order, db);
+    if (st == NATOMIC_OK)
+        st = natomic_service_add_method(
         svc, "create_order", create_order, NATOMIC_ROLLBACK_ONCE_FAILED | NATOMIC_DISPATCH_AFTER_COMMIT,
         &orders__create_order_request__descriptor, &orders__order_reply__descriptor, db);
     if (st == NATOMIC_OK)

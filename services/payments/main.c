@@ -51,6 +51,7 @@ static const service_def_t service = {
     .description = "Balances and charges; charge/refund are barrier-protected saga steps",
     .open = open_state,
     .close = sqlite_tx_close,
+    .store = sqlite_tx_store,
     .register_methods = register_methods,
 };
 

@@ -41,7 +41,9 @@ void fault_child_start(fault_fixture_t *f, const char *faults, const char *seed,
         env[n++] = env_seed;
     }
     env[n] = NULL;
-    const char *args[] = {"--nats", fixture_nats_url(), "--db", f->child.db_path, NULL};
+    /* Memory mode: these tests pin down what each action does to the nameko model
+       (a failed dispatch is dead-lettered); durable mode has its own tests (tests/durable). */
+    const char *args[] = {"--nats", fixture_nats_url(), "--db", f->child.db_path, "--mode", "memory", NULL};
     fixture_spawn(&f->child, bin, args, env);
     if (!ready || fixture_wait_ping(&f->child, f->nc, "conversions"))
         return;
