@@ -665,7 +665,8 @@ NATOMIC_API natomic_status_t natomic_faults_setup(void);
  * point replaces its old one. NATOMIC_EINVAL with `err` for a bad list
  * (nothing applied). A service started with NATOMIC_FAULT_CONTROL=1 also
  * applies lists sent as requests to "$NATOMIC.FAULTS.<service>" (every
- * instance; the reply is "ok" or the error): the lab uses it.
+ * instance) and "$NATOMIC.FAULTS.<service>.<instance>" (that instance
+ * alone); the reply is "ok" or the error: the lab uses it.
  */
 NATOMIC_API natomic_status_t natomic_faults_apply(const char *spec, char *err, size_t errcap);
 

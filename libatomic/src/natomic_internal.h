@@ -273,6 +273,7 @@ struct natomic_service {
     natsSubscription *sub;          /* "<name>.>" in queue group <name>      */
     natsSubscription *discovery[NATOMIC_DISCOVERY_SUBS];
     natsSubscription *fault_control;  /* $NATOMIC.FAULTS.<name>, when enabled  */
+    natsSubscription *fault_control_instance; /* $NATOMIC.FAULTS.<name>.<instance> */
     bool trace;                     /* NATOMIC_TRACE=1: copies for observers  */
     pthread_t *workers;
     int n_workers;

@@ -704,6 +704,12 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         snprintf(fsubject, sizeof fsubject, "$NATOMIC.FAULTS.%s", svc->name);
         if (natsConnection_Subscribe(&svc->fault_control, svc->nc, fsubject, on_fault_control, svc) != NATS_OK)
             st = NATOMIC_ENATS;
+        /* ... and one instance alone, by its name: $NATOMIC.FAULTS.<service>.<instance>. */
+        snprintf(fsubject, sizeof fsubject, "$NATOMIC.FAULTS.%s.%s", svc->name, svc->instance);
+        if (st == NATOMIC_OK &&
+            natsConnection_Subscribe(&svc->fault_control_instance, svc->nc, fsubject, on_fault_control, svc) !=
+                NATS_OK)
+            st = NATOMIC_ENATS;
     }
     if (st == NATOMIC_OK)
         st = natomic__event_consumers_start(svc);
@@ -744,11 +750,14 @@ NATOMIC_API natomic_status_t natomic_service_stop(natomic_service_t *svc)
         return NATOMIC_OK;
     }
     natomic__discovery_stop(svc);
-    if (svc->fault_control != NULL) {
-        if (natsSubscription_Drain(svc->fault_control) == NATS_OK)
-            natsSubscription_WaitForDrainCompletion(svc->fault_control, 5000);
-        natsSubscription_Destroy(svc->fault_control);
-        svc->fault_control = NULL;
+    natsSubscription **controls[] = {&svc->fault_control, &svc->fault_control_instance};
+    for (size_t i = 0; i < sizeof controls / sizeof controls[0]; i++) {
+        if (*controls[i] == NULL)
+            continue;
+        if (natsSubscription_Drain(*controls[i]) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(*controls[i], 5000);
+        natsSubscription_Destroy(*controls[i]);
+        *controls[i] = NULL;
     }
     /* Events first: their handlers may still be running (nats.c's threads, or our fetch loops). */
     natomic__event_consumers_stop(svc);
