@@ -13,14 +13,22 @@
  * appearance, with "lab" always first and "events" always last. Every
  * timeline entry is a row, in time order. An arrow is drawn from `from` to
  * `to` for calls, compensations, events and replies (the runner records a
- * reply as callee -> caller); faults, notes and dead letters are boxes over
- * one lifeline. Text is cut to the room it has, with an ellipsis, and the
+ * reply as callee -> caller); faults, notes, dead letters and recovery
+ * steps are boxes over one lifeline (recovery in teal, on the recovering
+ * service's). Text is cut to the room it has, with an ellipsis, and the
  * full text is the row's tooltip.
+ *
+ * Recovery. A durable story's page also has a Recovery section: every
+ * step recovery told on natomic.recovery.<service> (which instance claimed
+ * which call from which dead owner, each compensation it ran, how the saga
+ * ended), in time order, under a sentence that counts the sagas by outcome
+ * and gives the time from a restart to the first saga it ended. The
+ * summary shows each story's mode and that time.
  *
  * Bounded size. A diagram shows at most DIAGRAM_MAX entries. When a
  * scenario recorded more (a hundred concurrent orders), entries are kept
- * by what they teach: faults, compensations, dead letters and errors
- * first, then notes and the call or reply that gives an error or a
+ * by what they teach: faults, compensations, dead letters, recovery steps
+ * and errors first, then notes and the call or reply that gives an error or a
  * compensation its context, then the plain traffic (successful calls,
  * replies, events) earliest first: the reader gets the first orders in
  * full, then only what went wrong. Where entries were left out the diagram
@@ -434,6 +442,7 @@ static void entry_ends(const timeline_entry_t *e, const char **a, const char **b
         *b = to != NULL ? to : *a;
         break;
     case TL_DEAD_LETTER:
+    case TL_RECOVERY:
         *a = *b = from != NULL ? from : to != NULL ? to : "lab";
         break;
     case TL_FAULT:
@@ -461,6 +470,7 @@ static void display_label(const timeline_entry_t *e, char *out, size_t cap)
     case TL_COMPENSATION: prefix = e->error ? "ERR undo: " : "undo: "; break;
     case TL_DEAD_LETTER: prefix = "dead letter: "; break;
     case TL_FAULT: prefix = e->error ? "FAULT " : "heal: "; break;
+    case TL_RECOVERY: prefix = "RECOVERY "; break;
     default: prefix = e->error ? "ERR " : ""; break;
     }
     snprintf(out, cap, "%s%s", prefix, e->label);
@@ -535,7 +545,8 @@ static unsigned char entry_tier(const story_t *st, const timeline_entry_t *e)
     entry_ends(e, &a, &b);
     if (part_index(st, a) < 0 || part_index(st, b) < 0)
         return 4;
-    if (e->error || e->kind == TL_FAULT || e->kind == TL_COMPENSATION || e->kind == TL_DEAD_LETTER)
+    if (e->error || e->kind == TL_FAULT || e->kind == TL_COMPENSATION || e->kind == TL_DEAD_LETTER ||
+        e->kind == TL_RECOVERY)
         return 0;
     if (e->kind == TL_NOTE)
         return 1;
@@ -651,6 +662,73 @@ static const char *name_of(const report_scenario_t *s)
     return s->name != NULL && s->name[0] != '\0' ? s->name : "unnamed";
 }
 
+static const char *mode_of(const report_scenario_t *s)
+{
+    return s->durable ? "durable" : "memory";
+}
+
+/* "31.4 ms after the restart of orders", or "" when the story has no such figure. */
+static void recovery_after(const report_scenario_t *s, char *out, size_t cap)
+{
+    if (!s->has_recovery_ms)
+        snprintf(out, cap, "%s", "");
+    else
+        snprintf(out, cap, "%.1f ms after the restart of %s", s->recovery_ms,
+                 s->recovery_restart != NULL && s->recovery_restart[0] != '\0' ? s->recovery_restart : "a service");
+}
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* A recovery step that went wrong: a saga ended incomplete, or a compensation
+ * dead-lettered ("call inventory.release: dead-lettered"; an "ended" detail
+ * counts them, "0 dead-lettered", which is no failure). */
+static bool recovery_bad(const report_recovery_t *r)
+{
+    return has_prefix(r->detail, "outcome incomplete") ||
+           (strcmp(r->event, "compensated") == 0 && has_suffix(r->detail, ": dead-lettered"));
+}
+
+/* The sentence over the Recovery section: sagas by outcome, and how soon after a restart. */
+static void recovery_summary(const report_scenario_t *s, char *out, size_t cap)
+{
+    size_t claimed = 0, compensated = 0, incomplete = 0, committed = 0, ended = 0;
+    for (size_t i = 0; i < s->n_recoveries; i++) {
+        const report_recovery_t *r = &s->recoveries[i];
+        if (strcmp(r->event, "claimed") == 0)
+            claimed++;
+        if (strcmp(r->event, "ended") != 0)
+            continue;
+        ended++;
+        compensated += has_prefix(r->detail, "outcome compensated");
+        incomplete += has_prefix(r->detail, "outcome incomplete");
+        committed += has_prefix(r->detail, "outcome committed");
+    }
+    size_t recovered = compensated + incomplete;
+    int n;
+    if (s->n_recoveries == 0)
+        n = snprintf(out, cap, "Nothing was recovered: no instance left a saga unfinished.");
+    else if (ended == 0)
+        n = snprintf(out, cap, "%zu saga%s claimed, none ended by recovery before the story did.", claimed,
+                     claimed == 1 ? "" : "s");
+    else
+        n = snprintf(out, cap, "%zu saga%s ended by recovery: %zu compensated, %zu incomplete; %zu found already "
+                               "committed (nothing to undo).",
+                     recovered, recovered == 1 ? "" : "s", compensated, incomplete, committed);
+    char after[128];
+    recovery_after(s, after, sizeof after);
+    if (n > 0 && (size_t)n < cap && after[0] != '\0')
+        snprintf(out + n, cap - (size_t)n, " The first saga ended %s.", after);
+}
+
 /* A file-name-safe copy of s: [A-Za-z0-9._-], others become '_'. */
 static void safe_part(char *out, size_t cap, const char *s)
 {
@@ -728,8 +806,11 @@ static void md_diagram(text_t *t, const story_t *st)
         const char *ia = st->ids[part_index(st, a)], *ib = st->ids[part_index(st, b)];
         char label[256];
         display_label(e, label, sizeof label);
-        bool highlight = e->error && e->kind != TL_NOTE;
-        if (highlight)
+        /* Red behind errors; teal behind recovery, so its notes stand apart from faults and steps. */
+        bool highlight = (e->error && e->kind != TL_NOTE) || e->kind == TL_RECOVERY;
+        if (highlight && e->kind == TL_RECOVERY)
+            text_puts(t, e->error ? "    rect rgb(255, 236, 214)\n" : "    rect rgb(214, 240, 237)\n");
+        else if (highlight)
             text_puts(t, "    rect rgb(255, 228, 228)\n");
         text_puts(t, highlight ? "        " : "    ");
         switch (e->kind) {
@@ -750,6 +831,34 @@ static void md_diagram(text_t *t, const story_t *st)
     text_puts(t, "```\n");
 }
 
+/* The Recovery section of a durable story (or of any story that saw recovery). */
+static void md_recovery(text_t *t, const report_scenario_t *s)
+{
+    if (!s->durable && s->n_recoveries == 0)
+        return;
+    char summary[512];
+    recovery_summary(s, summary, sizeof summary);
+    text_puts(t, "\n## Recovery\n\n");
+    put_esc(t, summary, ESC_MD_TEXT, 0);
+    text_puts(t, "\n");
+    if (s->n_recoveries == 0)
+        return;
+    text_puts(t, "\n| Time (ms) | Instance | Step | Call | What happened |\n|---:|---|---|---|---|\n");
+    for (size_t i = 0; i < s->n_recoveries; i++) {
+        const report_recovery_t *r = &s->recoveries[i];
+        bool bad = recovery_bad(r), ended = strcmp(r->event, "ended") == 0;
+        text_printf(t, "| %.1f | ", (double)r->t_us / 1000.0);
+        put_esc(t, r->instance, ESC_MD_CELL, 0);
+        text_puts(t, ended || bad ? " | **" : " | ");
+        put_esc(t, r->event, ESC_MD_CELL, 0);
+        text_puts(t, ended || bad ? "** | " : " | ");
+        put_esc(t, r->call_id, ESC_MD_CELL, 0);
+        text_puts(t, " | ");
+        put_esc(t, r->detail, ESC_MD_CELL, 0);
+        text_puts(t, " |\n");
+    }
+}
+
 static void md_scenario(text_t *t, const report_scenario_t *s, const story_t *st)
 {
     size_t failed = checks_failed(s);
@@ -765,7 +874,12 @@ static void md_scenario(text_t *t, const report_scenario_t *s, const story_t *st
         put_esc(t, s->about, ESC_MD_TEXT, 0);
         text_puts(t, "\n\n");
     }
-    text_printf(t, "| | |\n|---|---|\n| Seed | %llu |\n| Duration | %.2f s |\n", s->seed, s->duration_s);
+    text_printf(t, "| | |\n|---|---|\n| Seed | %llu |\n| Duration | %.2f s |\n| Mode | %s |\n", s->seed,
+                s->duration_s, mode_of(s));
+    char after[128];
+    recovery_after(s, after, sizeof after);
+    if (after[0] != '\0')
+        text_printf(t, "| Recovery | %s |\n", after); /* service names: no Markdown syntax in them */
     if (s->path != NULL) {
         text_puts(t, "| File | ");
         put_esc(t, s->path, ESC_MD_CELL, 0);
@@ -791,10 +905,11 @@ static void md_scenario(text_t *t, const report_scenario_t *s, const story_t *st
             text_puts(t, " |\n");
         }
     }
+    md_recovery(t, s);
     text_puts(t, "\n## Sequence\n\n");
     if (st->n_shown < st->n)
-        text_printf(t, "Showing %zu of %zu entries: every fault, compensation, dead letter and error, the notes, "
-                       "then the first of the plain calls, replies and events.\n\n", st->n_shown, st->n);
+        text_printf(t, "Showing %zu of %zu entries: every fault, compensation, dead letter, recovery step and error, "
+                       "the notes, then the first of the plain calls, replies and events.\n\n", st->n_shown, st->n);
     md_diagram(t, st);
     if (s->log_excerpt != NULL && s->log_excerpt[0] != '\0') {
         text_puts(t, "\n## Service logs\n\n");
@@ -822,8 +937,8 @@ static void md_index(text_t *t, const report_scenario_t *s, size_t n, page_base_
     text_printf(t, "# natomic lab report\n\n**%zu scenarios: %zu passed, %zu failed.** "
                    "%zu of %zu checks passed in %.1f s.\n\n",
                 n, n - failed_sc, failed_sc, checks - failed_checks, checks, total_s);
-    text_puts(t, "| Result | Group | Scenario | About | Checks | Duration | Seed |\n"
-                 "|---|---|---|---|---|---|---|\n");
+    text_puts(t, "| Result | Group | Scenario | About | Checks | Duration | Mode | Seed |\n"
+                 "|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n; i++) {
         size_t f = checks_failed(&s[i]);
         char about[400];
@@ -834,8 +949,10 @@ static void md_index(text_t *t, const report_scenario_t *s, size_t n, page_base_
         put_esc(t, name_of(&s[i]), ESC_MD_CELL, 0);
         text_printf(t, "](%s.md) | ", bases[i]);
         put_esc(t, about, ESC_MD_CELL, 160);
-        text_printf(t, " | %zu passed, %zu failed | %.2f s | %llu |\n", s[i].n_checks - f, f, s[i].duration_s,
-                    s[i].seed);
+        char after[128];
+        recovery_after(&s[i], after, sizeof after);
+        text_printf(t, " | %zu passed, %zu failed | %.2f s | %s%s%s | %llu |\n", s[i].n_checks - f, f,
+                    s[i].duration_s, mode_of(&s[i]), after[0] != '\0' ? "<br>recovery " : "", after, s[i].seed);
     }
 }
 
@@ -882,6 +999,7 @@ static const char *const page_css[] = {
     ".bx{display:inline-block;width:22px;height:13px;border-radius:3px;border:1px solid}\n"
     ".bx.fault{background:#d32f2f;border-color:#b71c1c}.bx.heal{background:#e8f5e9;border-color:#43a047}\n"
     ".bx.dead{background:#fff5f5;border:1px dashed #c62828}.bx.note{background:#eceff1;border-color:#b0bec5}\n"
+    ".bx.recov{background:#d6f0ed;border:2px solid #00796b}\n"
     ".seq{max-width:100%;width:max-content;max-height:85vh;overflow:auto;border:1px solid var(--line);"
     "border-radius:6px}\n",
     ".seq svg{display:block}\n"
@@ -904,6 +1022,12 @@ static const char *const page_css[] = {
     "font-weight:700}\n"
     "svg .b-note rect{fill:#eceff1;stroke:#b0bec5}svg .b-note text{fill:#37474f}\n"
     "svg .b-err rect{fill:#ffebee;stroke:#c62828}svg .b-err text{fill:#b71c1c;font-weight:700}\n"
+    "svg .b-recov rect{fill:#d6f0ed;stroke:#00796b;stroke-width:2}svg .b-recov text{fill:#004d40;font-weight:600}\n"
+    "svg .b-recov.bad rect{fill:#fff0e0;stroke:#e65100}svg .b-recov.bad text{fill:#bf360c}\n"
+    "table.recovery td.when{text-align:right;color:var(--muted)}\n"
+    "table.recovery tr.ended{background:#e8f5f3}table.recovery tr.ended td{font-weight:600}\n"
+    "table.recovery tr.bad{background:var(--badbg)}\n"
+    ".recov-sum{max-width:62em;margin:4px 0 10px}\n"
     "svg .gap text{fill:#7b8794;font-style:italic}\n"
     "table.index td.about{max-width:42em}\n"
     ".totals{display:flex;gap:12px;flex-wrap:wrap;margin:8px 0 18px}\n"
@@ -1170,6 +1294,7 @@ static void svg_row(text_t *t, const story_t *st, const geometry_t *g, const tim
     } else {
         const char *cls = e->kind == TL_FAULT ? (e->error ? "b-fault" : "b-heal")
                           : e->kind == TL_DEAD_LETTER ? "b-dead"
+                          : e->kind == TL_RECOVERY ? (e->error ? "b-recov bad" : "b-recov")
                           : e->error ? "b-err"
                                      : "b-note";
         double w = note_width(label), left = note_left(g->x[ia], w);
@@ -1209,13 +1334,14 @@ static void html_sequence(text_t *t, const story_t *st)
                  "<span><i class=\"bx fault\"></i>fault</span>"
                  "<span><i class=\"bx heal\"></i>heal</span>"
                  "<span><i class=\"bx dead\"></i>dead letter</span>"
+                 "<span><i class=\"bx recov\"></i>recovery</span>"
                  "<span><i class=\"bx note\"></i>note</span>"
                  "<span>hover a row for its full text</span></div>\n");
     if (st->n_shown < st->n || st->dropped > 0) {
         text_printf(t, "<p class=\"note\">Showing %zu of %zu entries", st->n_shown, st->n + st->dropped);
         if (st->n_shown < st->n)
-            text_puts(t, ": every fault, compensation, dead letter and error, the notes, then the first of the "
-                         "plain calls, replies and events; dotted lines mark where entries were left out");
+            text_puts(t, ": every fault, compensation, dead letter, recovery step and error, the notes, then the "
+                         "first of the plain calls, replies and events; dotted lines mark where entries were left out");
         if (st->dropped > 0)
             text_printf(t, "; %zu were not recorded (the timeline was full)", st->dropped);
         text_puts(t, ".</p>\n");
@@ -1283,6 +1409,39 @@ static void html_nav(text_t *t, page_base_t *bases, size_t n, size_t i)
     text_printf(t, "<a href=\"%s.md\">Markdown</a></nav>\n", bases[i]);
 }
 
+/* The Recovery section: one row per step recovery told, in time order. */
+static void html_recovery(text_t *t, const report_scenario_t *s)
+{
+    if (!s->durable && s->n_recoveries == 0)
+        return;
+    char summary[512];
+    recovery_summary(s, summary, sizeof summary);
+    text_puts(t, "<h2>Recovery</h2>\n<p class=\"recov-sum\">");
+    put_esc(t, summary, ESC_HTML, 0);
+    text_puts(t, "</p>\n");
+    if (s->n_recoveries == 0)
+        return;
+    text_puts(t, "<table class=\"recovery\"><thead><tr><th>Time (ms)</th><th>Instance</th><th>Step</th><th>Call</th>"
+                 "<th>What happened</th></tr></thead><tbody>\n");
+    for (size_t i = 0; i < s->n_recoveries; i++) {
+        const report_recovery_t *r = &s->recoveries[i];
+        bool bad = recovery_bad(r), ended = strcmp(r->event, "ended") == 0;
+        text_printf(t, "<tr class=\"%s\"><td class=\"when mono\">%.1f</td><td>", bad ? "bad" : ended ? "ended" : "step",
+                    (double)r->t_us / 1000.0);
+        put_esc(t, r->instance, ESC_HTML, 0);
+        text_puts(t, "</td><td>");
+        put_esc(t, r->event, ESC_HTML, 0);
+        text_puts(t, "</td><td class=\"mono\" title=\"tx ");
+        put_esc(t, r->tx, ESC_HTML, 0);
+        text_puts(t, "\">");
+        put_esc(t, r->call_id, ESC_HTML, 0);
+        text_puts(t, "</td><td>");
+        put_esc(t, r->detail, ESC_HTML, 0);
+        text_puts(t, "</td></tr>\n");
+    }
+    text_puts(t, "</tbody></table>\n");
+}
+
 static void html_scenario(text_t *t, const report_scenario_t *all, size_t n, size_t i, page_base_t *bases,
                           const story_t *st)
 {
@@ -1306,8 +1465,15 @@ static void html_scenario(text_t *t, const report_scenario_t *all, size_t n, siz
         text_puts(t, "</p>\n");
     }
     text_printf(t, "<dl class=\"meta\"><dt>Checks</dt><dd>%zu passed, %zu failed</dd>"
-                   "<dt>Seed</dt><dd><code>%llu</code></dd><dt>Duration</dt><dd>%.2f s</dd>",
-                s->n_checks - failed, failed, s->seed, s->duration_s);
+                   "<dt>Seed</dt><dd><code>%llu</code></dd><dt>Duration</dt><dd>%.2f s</dd><dt>Mode</dt><dd>%s</dd>",
+                s->n_checks - failed, failed, s->seed, s->duration_s, mode_of(s));
+    char after[128];
+    recovery_after(s, after, sizeof after);
+    if (after[0] != '\0') {
+        text_puts(t, "<dt>Recovery</dt><dd>");
+        put_esc(t, after, ESC_HTML, 0);
+        text_puts(t, "</dd>");
+    }
     if (s->path != NULL) {
         text_puts(t, "<dt>File</dt><dd><code>");
         put_esc(t, s->path, ESC_HTML, 0);
@@ -1334,6 +1500,7 @@ static void html_scenario(text_t *t, const report_scenario_t *all, size_t n, siz
         }
         text_puts(t, "</tbody></table>\n");
     }
+    html_recovery(t, s);
     text_puts(t, "<h2>Sequence</h2>\n");
     html_sequence(t, st);
     if (s->log_excerpt != NULL && s->log_excerpt[0] != '\0') {
@@ -1365,7 +1532,8 @@ static void html_index(text_t *t, const report_scenario_t *s, size_t n, page_bas
                    "<div class=\"tile\"><b>%.1f s</b>total</div></div>\n",
                 n, n - failed_sc, failed_sc ? " fail" : "", failed_sc, checks - failed_checks, checks, total_s);
     text_puts(t, "<table class=\"index\"><thead><tr><th>Result</th><th>Group</th><th>Scenario</th>"
-                 "<th>What it shows</th><th>Checks</th><th>Duration</th><th>Seed</th></tr></thead><tbody>\n");
+                 "<th>What it shows</th><th>Checks</th><th>Duration</th><th>Mode</th><th>Seed</th></tr></thead>"
+                 "<tbody>\n");
     for (size_t i = 0; i < n; i++) {
         size_t f = checks_failed(&s[i]);
         char about[400];
@@ -1379,10 +1547,18 @@ static void html_index(text_t *t, const report_scenario_t *s, size_t n, page_bas
         text_printf(t, "</td><td>%zu passed", s[i].n_checks - f);
         if (f)
             text_printf(t, ", <b>%zu failed</b>", f);
-        text_printf(t, "</td><td>%.2f s</td><td><code>%llu</code></td></tr>\n", s[i].duration_s, s[i].seed);
+        text_printf(t, "</td><td>%.2f s</td><td class=\"mode\">%s", s[i].duration_s, mode_of(&s[i]));
+        char after[128];
+        recovery_after(&s[i], after, sizeof after);
+        if (after[0] != '\0') {
+            text_puts(t, "<br><span class=\"note\">recovery ");
+            put_esc(t, after, ESC_HTML, 0);
+            text_puts(t, "</span>");
+        }
+        text_printf(t, "</td><td><code>%llu</code></td></tr>\n", s[i].seed);
     }
     if (n == 0)
-        text_puts(t, "<tr><td colspan=\"7\">No scenario ran.</td></tr>\n");
+        text_puts(t, "<tr><td colspan=\"8\">No scenario ran.</td></tr>\n");
     text_puts(t, "</tbody></table>\n</body>\n</html>\n");
 }
 

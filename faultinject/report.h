@@ -2,12 +2,17 @@
  * report.h -- the readable report of a run: per scenario a sequence
  * diagram of calls, replies, faults, compensations and events, as Mermaid
  * in Markdown and as a self-contained HTML page (inline SVG drawn here:
- * no script, no network), plus a summary page linking them.
+ * no script, no network), plus a summary page linking them. A durable
+ * story's page also tells what recovery did (a Recovery section, and
+ * recovery steps drawn apart in the diagram); the summary gives each
+ * story's mode and the time from a restart to the first saga recovered.
  */
 #ifndef REPORT_H
 #define REPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "timeline.h"
 
@@ -16,6 +21,17 @@ typedef struct report_check {
     bool ok;
     char detail[600];   /* expected/actual, for a failed check                    */
 } report_check_t;
+
+/* One step of durable recovery, as told on natomic.recovery.<service>. */
+typedef struct report_recovery {
+    int64_t t_us;       /* when the lab saw it, on the timeline's clock           */
+    char event[16];     /* claimed | compensated | deferred | ended               */
+    char service[32];
+    char instance[64];  /* the recovering instance, e.g. "orders-0"               */
+    char call_id[40];
+    char tx[40];
+    char detail[400];   /* claimed: "from <owner> ..."; ended: "outcome <o>: ..." */
+} report_recovery_t;
 
 typedef struct report_scenario {
     const char *name;
@@ -29,11 +45,17 @@ typedef struct report_scenario {
     size_t n_checks;
     const timeline_t *timeline;
     const char *log_excerpt;    /* tails of the service logs, may be NULL        */
+    bool durable;               /* mode: durable (the summary shows the mode)     */
+    const report_recovery_t *recoveries; /* in time order; the Recovery section  */
+    size_t n_recoveries;
+    bool has_recovery_ms;       /* a restart was followed by an "ended" event:   */
+    double recovery_ms;         /* the time between them                          */
+    const char *recovery_restart; /* what was restarted ("orders", "orders-0")  */
 } report_scenario_t;
 
 /*
  * Writes dir/index.html and dir/index.md (summary: one line per scenario,
- * pass/fail counts, seeds, links) and, per scenario,
+ * pass/fail counts, mode, recovery time, seeds, links) and, per scenario,
  * dir/<group>-<name>.html and .md. Creates dir. 0, or -1 with err.
  */
 int report_write(const char *dir, const report_scenario_t *scenarios, size_t n, char *err, size_t errcap);

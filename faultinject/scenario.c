@@ -10,6 +10,10 @@
  * any prefix of a build because every array is zeroed and counted before
  * it is filled).
  *
+ * Templates ("{i}", "{i%N}") are expanded by scenario_expand_text, for the
+ * runner; the parser uses the same reading to check an idempotency key's
+ * longest expansion against the 128 characters the library accepts.
+ *
  * Requests and expected replies are YAML maps turned into jansson values
  * with the YAML 1.2 core schema for plain scalars: integers ([-+]?[0-9]+),
  * floats, true/false, null/~/empty; anything else, and every quoted
@@ -61,16 +65,22 @@ static const char *const top_keys[] = {"about",     "mode",  "seed",   "services
                                        "seed_data", "steps", "expect", NULL};
 /* Every key a step may have; the first of them present names its kind. */
 static const char *const step_keys[] = {"call",  "request",    "timeout", "repeat",    "concurrency", "expect",
-                                        "kill",  "restart",    "pause",   "resume",    "cut",         "blackhole",
-                                        "delay_link", "ms",    "heal",    "fault",     "release",     "wait",
-                                        NULL};
-static const char *const call_keys[] = {"call", "request", "timeout", "repeat", "concurrency", "expect", NULL};
+                                        "idempotency_key", "kill", "restart", "pause",  "resume",      "cut",
+                                        "blackhole", "delay_link", "ms",   "heal",      "fault",       "release",
+                                        "wait",  "instance",   NULL};
+static const char *const call_keys[] = {"call",   "request", "timeout", "repeat", "concurrency",
+                                        "expect", "idempotency_key", NULL};
 static const char *const delay_link_keys[] = {"delay_link", "ms", NULL};
-static const char *const fault_keys[] = {"service", "point", "action", "times", "probability", NULL};
-static const char *const release_keys[] = {"service", "point", NULL};
-static const char *const call_expect_keys[] = {"reply", "error", "rollback", "timeout", "any", NULL};
+/* kill, restart, pause and resume may name one instance. */
+static const char *const kill_keys[] = {"kill", "instance", NULL};
+static const char *const restart_keys[] = {"restart", "instance", NULL};
+static const char *const pause_keys[] = {"pause", "instance", NULL};
+static const char *const resume_keys[] = {"resume", "instance", NULL};
+static const char *const fault_keys[] = {"service", "instance", "point", "action", "times", "probability", NULL};
+static const char *const release_keys[] = {"service", "instance", "point", NULL};
+static const char *const call_expect_keys[] = {"reply", "error", "rollback", "timeout", "any", "replayed", NULL};
 static const char *const expect_keys[] = {"eventually", "compensations", "dead_letters", "events", "invariants",
-                                          "state",      "violations",    NULL};
+                                          "state",      "violations",    "recoveries",   NULL};
 static const char *const instance_keys[] = {"instances", NULL};
 static const char *const fault_actions[] = {"error", "crash", "drop", "duplicate", "pause", "delay:<ms>", NULL};
 static const char *const rollback_names[] = {"complete", "incomplete", "none", NULL};
@@ -498,6 +508,83 @@ static int get_object(parse_t *p, const yaml_node_t *n, const char *what, json_t
     return 0;
 }
 
+/* ---- templates ---------------------------------------------------------- */
+
+/* The template at s ("{i}" or "{i%N}", N >= 1): its length in *used and N in *mod (0 for "{i}"). */
+static bool template_at(const char *s, int *used, long *mod)
+{
+    long m = 0;
+    int n = 0;
+    if (sscanf(s, "{i%%%ld}%n", &m, &n) == 1 && n > 0 && m > 0) {
+        *used = n;
+        *mod = m;
+        return true;
+    }
+    if (strncmp(s, "{i}", 3) == 0) {
+        *used = 3;
+        *mod = 0;
+        return true;
+    }
+    return false;
+}
+
+bool scenario_expand_text(const char *tmpl, long i, char *out, size_t cap)
+{
+    assert(cap > 0);
+    const char *s = tmpl;
+    size_t o = 0;
+    bool whole = false;
+    while (*s != '\0' && o + 1 < cap) {
+        int used = 0;
+        long mod = 0;
+        if (template_at(s, &used, &mod)) {
+            whole = s == tmpl && s[used] == '\0';
+            int n = snprintf(out + o, cap - o, "%ld", mod > 0 ? i % mod : i);
+            if (n < 0 || (size_t)n >= cap - o) {
+                o = cap - 1;
+                break;
+            }
+            o += (size_t)n;
+            s += used;
+        } else {
+            out[o++] = *s++;
+        }
+    }
+    out[o] = '\0';
+    return whole;
+}
+
+static size_t digits(long v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* The longest text `tmpl` expands to for i = 0 .. repeat-1. */
+static size_t template_max_len(const char *tmpl, long repeat)
+{
+    size_t len = 0;
+    for (const char *s = tmpl; *s != '\0';) {
+        int used = 0;
+        long mod = 0;
+        if (template_at(s, &used, &mod)) {
+            long top = repeat - 1;
+            if (mod > 0 && mod - 1 < top)
+                top = mod - 1;
+            len += digits(top);
+            s += used;
+        } else {
+            len++;
+            s++;
+        }
+    }
+    return len;
+}
+
 /* ---- services ---------------------------------------------------------- */
 
 static const scenario_service_t *find_service(const scenario_t *s, const char *name)
@@ -600,6 +687,28 @@ static int parse_services(parse_t *p, const yaml_node_t *n, scenario_t *s)
     return 0;
 }
 
+/* `instance: N` for a listed service: 0 <= N < its instances, into *out. */
+static int get_instance(parse_t *p, const yaml_node_t *n, const scenario_t *s, const char *service, int *out)
+{
+    const scenario_service_t *svc = find_service(s, service);
+    assert(svc != NULL); /* checked started before */
+    long long v = 0;
+    int rc = scalar_integer(n, &v);
+    if (rc == -1)
+        return fail(p, n, "instance must be an instance number (0 for the first), got %.40s",
+                    n->type == YAML_SCALAR_NODE ? text_of(n) : kind_name(n));
+    if (rc == -2 || v < 0 || v >= svc->instances) {
+        char range[32];
+        if (svc->instances == 1)
+            snprintf(range, sizeof range, "1 instance, number 0");
+        else
+            snprintf(range, sizeof range, "%d instances, 0 to %d", svc->instances, svc->instances - 1);
+        return fail(p, n, "instance %.40s of %s does not exist: services gives it %s", text_of(n), service, range);
+    }
+    *out = (int)v;
+    return 0;
+}
+
 /* ---- faults ------------------------------------------------------------ */
 
 static bool action_valid(const char *a)
@@ -624,6 +733,7 @@ static int parse_fault(parse_t *p, const yaml_node_t *n, const scenario_t *s, bo
     const char *what = with_action ? "fault" : "release";
     f->times = 0;
     f->probability = 1.0;
+    f->instance = -1;
     f->line = line_of(n);
     if (n->type != YAML_MAPPING_NODE)
         return fail(p, n, "a %s is a map like {service: orders, point: natomic/before_reply%s}, found %s", what,
@@ -641,6 +751,8 @@ static int parse_fault(parse_t *p, const yaml_node_t *n, const scenario_t *s, bo
     if (v == NULL)
         return fail(p, n, "a %s needs 'point' (a fault point name, see docs/fault-points.md)", what);
     if (get_string(p, v, "point", &f->point) != 0)
+        return -1;
+    if ((v = map_get(p, n, "instance")) != NULL && get_instance(p, v, s, f->service, &f->instance) != 0)
         return -1;
     if (!with_action)
         return 0;
@@ -701,11 +813,12 @@ static int parse_faults(parse_t *p, const yaml_node_t *n, scenario_t *s)
 
 /* ---- steps ------------------------------------------------------------- */
 
-static int parse_call_expect(parse_t *p, const yaml_node_t *n, scenario_call_expect_t *e)
+/* A call's expect; `keyed`: the call sends an idempotency key (only such a call can be replayed). */
+static int parse_call_expect(parse_t *p, const yaml_node_t *n, bool keyed, scenario_call_expect_t *e)
 {
     if (n->type != YAML_MAPPING_NODE)
         return fail(p, n, "a call's expect must be a map: {reply: {...}} | {error: Type, rollback: complete} | "
-                          "{timeout: true} | {any: true}, found %s",
+                          "{replayed: true} | {timeout: true} | {any: true}, found %s",
                     kind_name(n));
     if (check_keys(p, n, call_expect_keys, "in a call's expect") != 0)
         return -1;
@@ -714,11 +827,20 @@ static int parse_call_expect(parse_t *p, const yaml_node_t *n, scenario_call_exp
     const yaml_node_t *error = map_get(p, n, "error");
     const yaml_node_t *rollback = map_get(p, n, "rollback");
     const yaml_node_t *reply = map_get(p, n, "reply");
+    const yaml_node_t *replayed = map_get(p, n, "replayed");
     if (any != NULL && get_bool(p, any, "any", &e->any) != 0)
         return -1;
     if (timeout != NULL && get_bool(p, timeout, "timeout", &e->timeout) != 0)
         return -1;
-    size_t others = (error != NULL) + (rollback != NULL) + (reply != NULL);
+    if (replayed != NULL) {
+        if (get_bool(p, replayed, "replayed", &e->replayed) != 0)
+            return -1;
+        e->check_replayed = true;
+        if (e->replayed && !keyed)
+            return fail(p, replayed, "'replayed: true' needs 'idempotency_key' in the call: only a call with a key "
+                                     "is answered from a stored outcome");
+    }
+    size_t others = (error != NULL) + (rollback != NULL) + (reply != NULL) + (replayed != NULL);
     if (e->any && (e->timeout || others > 0))
         return fail(p, any, "'any: true' stands alone: it expects nothing else");
     if (e->timeout && others > 0)
@@ -728,7 +850,7 @@ static int parse_call_expect(parse_t *p, const yaml_node_t *n, scenario_call_exp
     if (rollback != NULL && error == NULL)
         return fail(p, rollback, "'rollback' goes with 'error' (the rollback of a failed call)");
     if (!e->any && !e->timeout && others == 0)
-        return fail(p, n, "a call's expect needs one of: reply, error, timeout: true, any: true");
+        return fail(p, n, "a call's expect needs one of: reply, error, replayed, timeout: true, any: true");
     if (error != NULL && get_string(p, error, "error", &e->error) != 0)
         return -1;
     if (rollback != NULL) {
@@ -742,6 +864,31 @@ static int parse_call_expect(parse_t *p, const yaml_node_t *n, scenario_call_exp
     }
     if (reply != NULL && get_object(p, reply, "reply", &e->reply) != 0)
         return -1;
+    return 0;
+}
+
+/*
+ * idempotency_key: what natomic_request_idempotent() accepts -- 1 to 128
+ * printable ASCII characters, no spaces -- for every call of the step once
+ * "{i}" and "{i%N}" are expanded (so after `repeat` is known).
+ */
+static int get_idempotency_key(parse_t *p, const yaml_node_t *n, scenario_step_t *st)
+{
+    if (n->type != YAML_SCALAR_NODE)
+        return fail(p, n, "idempotency_key must be a word, found %s", kind_name(n));
+    const char *key = text_of(n);
+    if (key[0] == '\0')
+        return fail(p, n, "idempotency_key is empty: leave the key out to send none");
+    for (const char *c = key; *c != '\0'; c++)
+        if (*c <= ' ' || *c > '~')
+            return fail(p, n, "idempotency_key '%.60s' holds %s: a key is printable ASCII without spaces", key,
+                        *c == ' ' ? "a space" : "a character that is not printable ASCII");
+    size_t longest = template_max_len(key, st->repeat), len = strlen(key);
+    if (longest > SCENARIO_MAX_IDEMPOTENCY_KEY)
+        return fail(p, n, "idempotency_key '%.40s%s' is %zu characters long%s: at most %d", key, len > 40 ? "..." : "",
+                    longest, longest != len ? " once its templates are expanded" : "", SCENARIO_MAX_IDEMPOTENCY_KEY);
+    if ((st->idempotency_key = strdup(key)) == NULL)
+        return fail(p, n, "out of memory");
     return 0;
 }
 
@@ -769,9 +916,11 @@ static int parse_call(parse_t *p, const yaml_node_t *n, const scenario_t *s, sce
     if ((v = map_get(p, n, "concurrency")) != NULL &&
         get_int32(p, v, "concurrency", 1, MAX_CONCURRENCY, &st->concurrency) != 0)
         return -1;
+    if ((v = map_get(p, n, "idempotency_key")) != NULL && get_idempotency_key(p, v, st) != 0)
+        return -1;
     if ((v = map_get(p, n, "expect")) != NULL) {
         st->has_expect = true;
-        if (parse_call_expect(p, v, &st->expect) != 0)
+        if (parse_call_expect(p, v, st->idempotency_key != NULL, &st->expect) != 0)
             return -1;
     }
     return 0;
@@ -784,7 +933,9 @@ static int parse_step(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
     st->timeout_ms = DEFAULT_TIMEOUT_MS;
     st->repeat = 1;
     st->concurrency = 1;
+    st->instance = -1;
     st->fault.probability = 1.0;
+    st->fault.instance = -1;
     if (n->type != YAML_MAPPING_NODE)
         return fail(p, n, "a %s is a map like {%s}, found %s", calls_only ? "seed_data entry" : "step",
                     calls_only ? "call: inventory.restock, request: {sku: book, qty: 5}" : "kill: orders",
@@ -812,12 +963,23 @@ static int parse_step(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
     st->kind = step_kinds[kind].kind;
     if (calls_only && st->kind != STEP_CALL)
         return fail(p, n, "seed_data holds calls only, found '%s'", key);
-    const char *const *allowed = st->kind == STEP_CALL ? call_keys : st->kind == STEP_DELAY_LINK ? delay_link_keys
-                                                                                                  : NULL;
+    const char *const *allowed = NULL;
+    switch (st->kind) {
+    case STEP_CALL: allowed = call_keys; break;
+    case STEP_DELAY_LINK: allowed = delay_link_keys; break;
+    case STEP_KILL: allowed = kill_keys; break;
+    case STEP_RESTART: allowed = restart_keys; break;
+    case STEP_PAUSE: allowed = pause_keys; break;
+    case STEP_RESUME: allowed = resume_keys; break;
+    default: break;
+    }
     for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
         const char *k = text_of(node_at(p, pr->key)); /* check_keys: all scalars */
         if (strcmp(k, key) == 0 || (allowed != NULL && index_of(allowed, k) >= 0))
             continue;
+        if (strcmp(k, "instance") == 0 && (st->kind == STEP_FAULT || st->kind == STEP_RELEASE))
+            return fail(p, node_at(p, pr->key), "'instance' goes inside the %s's map: {%s: {service: ..., "
+                                                "instance: N, point: ...}}", key, key);
         char names[256];
         return fail(p, node_at(p, pr->key), "'%s' does not go with '%s' (a %s step takes: %s)", k, key, key,
                     allowed != NULL ? join(allowed, names, sizeof names) : key);
@@ -829,12 +991,19 @@ static int parse_step(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
     case STEP_RESTART:
         if (v->type == YAML_SCALAR_NODE && strcmp(text_of(v), "nats") == 0) {
             st->kind = STEP_NATS_RESTART;
+            if ((v = map_get(p, n, "instance")) != NULL)
+                return fail(p, v, "'instance' does not go with 'restart: nats' (NATS runs once)");
             return 0;
         }
-        return get_started(p, v, s, "restart", &st->service);
+        /* fall through */
     case STEP_KILL:
     case STEP_PAUSE:
     case STEP_RESUME:
+        if (get_started(p, v, s, key, &st->service) != 0)
+            return -1;
+        if ((v = map_get(p, n, "instance")) != NULL && get_instance(p, v, s, st->service, &st->instance) != 0)
+            return -1;
+        return 0;
     case STEP_CUT:
     case STEP_BLACKHOLE:
     case STEP_HEAL:
@@ -1041,6 +1210,12 @@ static int parse_expect(parse_t *p, const yaml_node_t *n, scenario_t *s)
     if ((v = map_get(p, n, "dead_letters")) != NULL &&
         get_int(p, v, "dead_letters", 0, LLONG_MAX, &s->dead_letters) != 0)
         return -1;
+    if ((v = map_get(p, n, "recoveries")) != NULL) {
+        if (!s->durable)
+            return fail(p, v, "'recoveries' needs 'mode: durable': in memory mode no saga is recovered");
+        if (get_int(p, v, "recoveries", 0, LLONG_MAX, &s->recoveries) != 0)
+            return -1;
+    }
     if ((v = map_get(p, n, "invariants")) != NULL &&
         parse_invariants(p, v, "invariants", &s->invariants, &s->n_invariants) != 0)
         return -1;
@@ -1203,6 +1378,7 @@ int scenario_load(scenario_t **out, const char *path, char *err, size_t errcap)
     s->seed = DEFAULT_SEED;
     s->eventually_ms = DEFAULT_EVENTUALLY_MS;
     s->dead_letters = -1;
+    s->recoveries = -1;
     if (!yaml_parser_initialize(&parser)) {
         set_error(err, errcap, "%s: out of memory", path);
         goto done;
@@ -1265,6 +1441,7 @@ static void steps_free(scenario_step_t *steps, size_t n)
         free(st->service);
         free(st->subject);
         json_decref(st->request);
+        free(st->idempotency_key);
         free(st->expect.error);
         free(st->expect.rollback);
         json_decref(st->expect.reply);

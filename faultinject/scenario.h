@@ -12,6 +12,8 @@
  *   faults:                       # enabled after seed_data ($NATOMIC.FAULTS.<service>)
  *     - {service: payments, point: natomic/before_handler, action: error,
  *        times: 1, probability: 0.5}      # times: N | always (default); probability optional
+ *     - {service: orders, instance: 1, point: orders/create_order/after_charge,
+ *        action: crash}           # instance N: that instance alone ($NATOMIC.FAULTS.orders.orders-1)
  *   seed_data:                    # calls made before the story (must succeed)
  *     - {call: inventory.restock, request: {sku: book, qty: 5}}
  *   steps:
@@ -20,17 +22,23 @@
  *       timeout: 5000             # ms, default 5000
  *       expect: {reply: {status: confirmed}}       # partial match of the reply
  *       # or {error: PaymentDeclined, rollback: complete} | {timeout: true} | {any: true}
+ *     - call: orders.create_order
+ *       request: {customer: ann, sku: book, qty: 1, amount: 100}
+ *       idempotency_key: "ann-{i}" # sent as Natomic-Idempotency-Key; "{i}" templates too
+ *       expect: {reply: {status: confirmed}, replayed: true}   # Natomic-Replayed of the reply
  *     - {call: orders.create_order, repeat: 100, concurrency: 8,
  *        request: {customer: "c{i%5}", sku: book, qty: 1, amount: 100},
  *        expect: {any: true}}     # "{i}" and "{i%N}" in strings take the index
  *     - kill: orders              # SIGKILL        | restart: orders  (same db)
  *     - pause: payments           # SIGSTOP        | resume: payments (SIGCONT)
+ *     - {kill: orders, instance: 0}   # one instance only (kill, restart, pause, resume)
  *     - cut: payments             # TCP proxy: close and refuse | blackhole: payments
  *     - {delay_link: payments, ms: 200}            # proxy adds latency
  *     - heal: payments            # proxy back to normal
  *     - restart: nats             # the NATS server restarts (same port, same store)
  *     - {fault: {service: orders, point: natomic/before_reply, action: drop, times: 1}}
  *     - {release: {service: orders, point: natomic/before_reply}}   # disable (ends a pause)
+ *                                 # fault and release take `instance: N` too
  *     - wait: 200                 # ms
  *   expect:
  *     eventually: 3000            # ms: checks retry until they hold, after the last step
@@ -38,6 +46,8 @@
  *     events: {orders.order_created: 1, conversions.converted: 0}
  *     compensations: {inventory.release: 1}      # compensation calls seen on the wire
  *     dead_letters: 0
+ *     recoveries: 1               # sagas ended by recovery (compensated or incomplete);
+ *                                 # mode: durable only
  *     invariants: [stock_conserved, money_conserved, order_atomicity,
  *                  order_created_once, notifications_match]
  *     violations: [order_atomicity]   # invariants this story EXPECTS to break (lessons)
@@ -74,6 +84,8 @@ typedef struct scenario_call_expect {
     char *error;            /* expected Natomic-Error-Type; NULL: expects success      */
     char *rollback;         /* expected Natomic-Rollback ("complete"...), or NULL      */
     json_t *reply;          /* partial match of the reply's fields, or NULL            */
+    bool check_replayed;    /* `replayed` was given: compare Natomic-Replayed          */
+    bool replayed;          /* its value                                              */
 } scenario_call_expect_t;
 
 typedef struct scenario_fault {
@@ -82,6 +94,7 @@ typedef struct scenario_fault {
     char *action;           /* error | crash | drop | duplicate | pause | delay:<ms>   */
     int times;              /* 0: always                                               */
     double probability;     /* 1: always                                               */
+    int instance;           /* -1: every instance; N: instance N alone (<service>-<N>)  */
     int line;
 } scenario_fault_t;
 
@@ -89,9 +102,11 @@ typedef struct scenario_step {
     scenario_step_kind_t kind;
     int line;
     char *service;          /* target of kill/restart/pause/resume/cut/blackhole/...  */
+    int instance;           /* kill/restart/pause/resume: -1 every instance, or N      */
     /* call */
     char *subject;          /* "orders.create_order"                                  */
     json_t *request;        /* owned; may hold "{i}" templates                         */
+    char *idempotency_key;  /* NULL: none; may hold "{i}" templates                    */
     int timeout_ms;
     int repeat;             /* 1 = a single call                                      */
     int concurrency;        /* callers at once for repeat > 1                         */
@@ -139,6 +154,7 @@ typedef struct scenario {
     scenario_check_t *compensations; /* key = "<service>.<method>"                      */
     size_t n_compensations;
     long long dead_letters;      /* -1: not checked                                    */
+    long long recoveries;        /* expect.recoveries; -1: not checked                  */
     char **invariants;
     size_t n_invariants;
     char **violations;
@@ -158,5 +174,15 @@ extern const char *const scenario_service_names[];
 extern const char *const scenario_invariant_names[];
 /* True when `key` names a state value the oracle can read (stock.<sku>.available, ...). */
 bool scenario_state_key_valid(const char *key);
+
+/*
+ * Writes `tmpl` into out (cap > 0) with "{i}" replaced by i and "{i%N}"
+ * (N >= 1) by i mod N; stops short, NUL-terminated, when out is full.
+ * Returns true when the whole of `tmpl` was one template (the caller may
+ * then take the result as a number).
+ */
+bool scenario_expand_text(const char *tmpl, long i, char *out, size_t cap);
+
+#define SCENARIO_MAX_IDEMPOTENCY_KEY 128
 
 #endif

@@ -435,22 +435,62 @@ int supervisor_add_service(supervisor_t *sv, const char *name, int instances, co
 /* Process faults                                                      */
 /* ------------------------------------------------------------------ */
 
-int supervisor_kill(supervisor_t *sv, const char *name)
+/*
+ * The instances a process fault acts on: every instance of `name` when
+ * `instance` < 0, else that one. *all and *n_all are the whole service
+ * (a restart waits for all of it), *first and *n the chosen ones.
+ * 0, or -1 after a message (unknown service, no such instance).
+ */
+static int select_instances(supervisor_t *sv, const char *name, int instance, supervised_service_t **all,
+                            int *n_all, supervised_service_t **first, int *n)
 {
-    int n;
-    supervised_service_t *s = find_or_complain(sv, name, &n);
-    if (s == NULL)
+    *all = find_or_complain(sv, name, n_all);
+    if (*all == NULL)
+        return -1;
+    if (instance >= *n_all) {
+        fail_msg("%s has no instance %d (it has %d: 0 to %d)", name, instance, *n_all, *n_all - 1);
+        return -1;
+    }
+    *first = instance < 0 ? *all : &(*all)[instance];
+    *n = instance < 0 ? *n_all : 1;
+    return 0;
+}
+
+/* The public one-instance calls take a number, never "all" (-1). */
+static int one_instance(const char *name, int instance)
+{
+    if (instance >= 0)
+        return 0;
+    fail_msg("%s: instance %d: instances are numbered from 0", name != NULL ? name : "(null)", instance);
+    return -1;
+}
+
+static int kill_some(supervisor_t *sv, const char *name, int instance)
+{
+    supervised_service_t *all, *s;
+    int n_all, n;
+    if (select_instances(sv, name, instance, &all, &n_all, &s, &n) != 0)
         return -1;
     for (int i = 0; i < n; i++)
         kill_instance(&s[i]);
     return 0;
 }
 
-int supervisor_restart(supervisor_t *sv, const char *name)
+int supervisor_kill(supervisor_t *sv, const char *name)
 {
-    int n;
-    supervised_service_t *s = find_or_complain(sv, name, &n);
-    if (s == NULL)
+    return kill_some(sv, name, -1);
+}
+
+int supervisor_kill_instance(supervisor_t *sv, const char *name, int instance)
+{
+    return one_instance(name, instance) == 0 ? kill_some(sv, name, instance) : -1;
+}
+
+static int restart_some(supervisor_t *sv, const char *name, int instance)
+{
+    supervised_service_t *all, *s;
+    int n_all, n;
+    if (select_instances(sv, name, instance, &all, &n_all, &s, &n) != 0)
         return -1;
     for (int i = 0; i < n; i++) {
         kill_instance(&s[i]);
@@ -458,14 +498,25 @@ int supervisor_restart(supervisor_t *sv, const char *name)
         if (spawn_instance(sv, &s[i], false) != 0)
             return -1;
     }
-    return wait_ready(sv, s, n);
+    /* Every live instance must answer the ping, not just any one: the others answer at once. */
+    return wait_ready(sv, all, n_all);
 }
 
-int supervisor_pause(supervisor_t *sv, const char *name)
+int supervisor_restart(supervisor_t *sv, const char *name)
 {
-    int n;
-    supervised_service_t *s = find_or_complain(sv, name, &n);
-    if (s == NULL)
+    return restart_some(sv, name, -1);
+}
+
+int supervisor_restart_instance(supervisor_t *sv, const char *name, int instance)
+{
+    return one_instance(name, instance) == 0 ? restart_some(sv, name, instance) : -1;
+}
+
+static int pause_some(supervisor_t *sv, const char *name, int instance)
+{
+    supervised_service_t *all, *s;
+    int n_all, n;
+    if (select_instances(sv, name, instance, &all, &n_all, &s, &n) != 0)
         return -1;
     int rc = 0;
     for (int i = 0; i < n; i++) {
@@ -498,11 +549,21 @@ int supervisor_pause(supervisor_t *sv, const char *name)
     return rc;
 }
 
-int supervisor_resume(supervisor_t *sv, const char *name)
+int supervisor_pause(supervisor_t *sv, const char *name)
 {
-    int n;
-    supervised_service_t *s = find_or_complain(sv, name, &n);
-    if (s == NULL)
+    return pause_some(sv, name, -1);
+}
+
+int supervisor_pause_instance(supervisor_t *sv, const char *name, int instance)
+{
+    return one_instance(name, instance) == 0 ? pause_some(sv, name, instance) : -1;
+}
+
+static int resume_some(supervisor_t *sv, const char *name, int instance)
+{
+    supervised_service_t *all, *s;
+    int n_all, n;
+    if (select_instances(sv, name, instance, &all, &n_all, &s, &n) != 0)
         return -1;
     for (int i = 0; i < n; i++) {
         if (!alive(&s[i]) || !s[i].paused)
@@ -512,6 +573,16 @@ int supervisor_resume(supervisor_t *sv, const char *name)
         s[i].paused = false;
     }
     return 0;
+}
+
+int supervisor_resume(supervisor_t *sv, const char *name)
+{
+    return resume_some(sv, name, -1);
+}
+
+int supervisor_resume_instance(supervisor_t *sv, const char *name, int instance)
+{
+    return one_instance(name, instance) == 0 ? resume_some(sv, name, instance) : -1;
 }
 
 /* ------------------------------------------------------------------ */

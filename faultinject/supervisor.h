@@ -1,8 +1,9 @@
 /*
  * supervisor.h -- what a scenario runs on: an embedded nats-server, the
  * example services as child processes (each behind its own fault proxy),
- * and the means to hurt them: kill -9, pause/resume, restart, cut/heal
- * the connection, restart NATS, enable/disable fault points at run time.
+ * and the means to hurt them: kill -9, pause/resume, restart (of every
+ * instance of a service, or of one), cut/heal the connection, restart
+ * NATS, enable/disable fault points at run time.
  *
  * Nothing it starts outlives it: children get PR_SET_PDEATHSIG(SIGKILL)
  * and their own process group, and supervisor_stop() (also called from
@@ -67,6 +68,18 @@ int supervisor_kill(supervisor_t *sv, const char *name);       /* SIGKILL, reape
 int supervisor_restart(supervisor_t *sv, const char *name);    /* start again, no faults, wait ping */
 int supervisor_pause(supervisor_t *sv, const char *name);      /* SIGSTOP                   */
 int supervisor_resume(supervisor_t *sv, const char *name);     /* SIGCONT                   */
+/*
+ * The same on one instance, 0-based (instance k runs as NATOMIC_INSTANCE
+ * <name>-<k>, logs as "<name>#<k>" for k > 0); the others are untouched.
+ * A restarted instance keeps its name, so in durable mode it takes its own
+ * unfinished sagas over at once; the restart waits until every live
+ * instance of the service answers the ping. 0, or -1 with a message (also
+ * for an instance < 0 or beyond the service's).
+ */
+int supervisor_kill_instance(supervisor_t *sv, const char *name, int instance);
+int supervisor_restart_instance(supervisor_t *sv, const char *name, int instance);
+int supervisor_pause_instance(supervisor_t *sv, const char *name, int instance);
+int supervisor_resume_instance(supervisor_t *sv, const char *name, int instance);
 /* Connection faults on every instance's proxy. */
 int supervisor_link(supervisor_t *sv, const char *name, fault_proxy_mode_t mode, int delay_ms);
 /* NATS restart: stop the server, start it again on the same port and store. */

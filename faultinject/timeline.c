@@ -65,6 +65,11 @@ void timeline_init(timeline_t *tl)
     tl->start_us = monotonic_us();
 }
 
+int64_t timeline_elapsed_us(const timeline_t *tl)
+{
+    return monotonic_us() - tl->start_us; /* start_us is set once, before any thread adds */
+}
+
 void timeline_free(timeline_t *tl)
 {
     if (tl == NULL)

@@ -20,7 +20,9 @@ typedef enum timeline_kind {
     TL_EVENT,         /* from -> "events": label = type                            */
     TL_DEAD_LETTER,   /* from: label = the command that was given up               */
     TL_FAULT,         /* on `to`: label = what was done (kill, cut, point=action)  */
-    TL_NOTE           /* on `to` (or the lab): free text, e.g. a step or a check    */
+    TL_NOTE,          /* on `to` (or the lab): free text, e.g. a step or a check    */
+    TL_RECOVERY       /* on `from`, the recovering service (durable mode): label =
+                         "<instance> claimed|compensated|deferred|ended <call>: ..." */
 } timeline_kind_t;
 
 typedef struct timeline_entry {
@@ -43,6 +45,8 @@ typedef struct timeline {
 
 void timeline_init(timeline_t *tl);
 void timeline_free(timeline_t *tl);
+/* Microseconds since timeline_init: the clock of the entries' t_us. */
+int64_t timeline_elapsed_us(const timeline_t *tl);
 /* Thread-safe; keeps at most 20000 entries (then counts what it drops). */
 void timeline_add(timeline_t *tl, timeline_kind_t kind, const char *from, const char *to, bool error,
                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));

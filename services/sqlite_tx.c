@@ -70,24 +70,18 @@ int sqlite_tx_finish(sqlite3_stmt *st, int rc)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-#define BARRIER_RETENTION_S (7 * 24 * 3600)
-
 void *sqlite_tx_open_participant(const char *path, const char *service)
 {
     sqlite3 *db = NULL;
     if (sqlite_tx_open(&db, path, service) != 0)
         return NULL;
-    int64_t swept = 0;
-    natomic_status_t st = natomic_barrier_init(db);
-    if (st == NATOMIC_OK)
-        st = natomic_barrier_sweep(&swept, db, BARRIER_RETENTION_S);
-    if (st != NATOMIC_OK) {
+    if (natomic_barrier_init(db) != NATOMIC_OK) {
         fprintf(stderr, "%s: cannot prepare the barrier in %s: %s\n", service, path, sqlite3_errmsg(db));
         sqlite3_close(db);
         return NULL;
     }
-    if (swept > 0)
-        fprintf(stderr, "%s: swept %lld barrier rows older than 7 days\n", service, (long long)swept);
+    /* Old barrier rows are swept by libnatomic's housekeeping, at start and every
+       10 minutes (natomic_service_config_t.barrier_retention_s, default 7 days). */
     return db;
 }
 

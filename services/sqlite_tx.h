@@ -27,9 +27,10 @@ int sqlite_tx_open(struct sqlite3 **out, const char *path, const char *service);
 int sqlite_tx_open_schema(struct sqlite3 **out, const char *path, const char *service, const char *schema);
 
 /*
- * sqlite_tx_open() for a saga participant: also creates the barrier table
- * and sweeps barrier rows older than a week (no retry lives that long).
- * NULL after a message on stderr. Shaped for service_def_t.open.
+ * sqlite_tx_open() for a saga participant: also creates the barrier table.
+ * Its old rows are swept by libnatomic's housekeeping (a week's retention:
+ * no retry lives that long). NULL after a message on stderr. Shaped for
+ * service_def_t.open.
  */
 void *sqlite_tx_open_participant(const char *path, const char *service);
 

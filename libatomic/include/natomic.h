@@ -205,6 +205,12 @@ NATOMIC_API size_t natomic_dispatch_count(const natomic_ctx_t *ctx);
  * message may be freed on return) on "events.<service>.<type>" with the
  * headers Natomic-Tx, Natomic-Call-Id, Natomic-Event-Id, Natomic-Event-Type
  * and Nats-Msg-Id (= the event id, for JetStream's duplicate window).
+ * Memory mode: published on core NATS after the call succeeded. Durable
+ * mode: written to the outbox by natomic_durable_commit() (or the
+ * runtime's commit after the handler), then published to the EVENTS
+ * stream with an ack; one that cannot be published waits in the outbox
+ * for the relay (the reply then says Natomic-Dispatch: incomplete).
+ * ESTATE after natomic_durable_commit(): the outbox is written.
  */
 NATOMIC_API natomic_status_t natomic_dispatch_event(natomic_ctx_t *ctx, const char *type,
                                                     const ProtobufCMessage *event);

@@ -149,6 +149,8 @@ static natomic_cmd_end_t run_one(natomic_command_t *cmd, natomic_ctx_t *ctx, con
     natomic_status_t st = NATOMIC_EINTERNAL;
     for (int attempt = 1; attempt <= policy->attempts; attempt++) {
         if (attempt > 1) {
+            if (hooks != NULL && hooks->stop != NULL && hooks->stop(ctx, hooks->user))
+                return NATOMIC_CMD_DEFERRED; /* stopping: left for whoever runs the list next */
             report->retries++;
             natomic__sleep_ms(natomic__backoff_ms(policy, attempt - 1));
         }
@@ -180,6 +182,8 @@ natomic_outcome_t natomic__cmdlist_run_hooked(natomic_cmdlist_t *list, natomic_c
         natomic_command_t *cmd = &list->items[i];
         if (cmd->ended)
             continue;
+        if (hooks != NULL && hooks->stop != NULL && hooks->stop(ctx, hooks->user))
+            break;
         ran++;
         natomic_cmd_end_t end = run_one(cmd, ctx, list_kind, &p, hooks, report);
         if (end == NATOMIC_CMD_DONE) {

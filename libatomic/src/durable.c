@@ -217,10 +217,13 @@ static natomic_status_t check_jetstream(natomic_service_t *svc)
     jsAccountInfo_Destroy(ai);
     if (s == NATS_OK)
         return NATOMIC_OK;
+    const char *why = nats_GetLastError(NULL);
+    if (why == NULL || *why == '\0')
+        why = natsStatus_GetText(s);
     natomic__log(NATOMIC_LOG_ERROR, svc->name,
-                 "durable mode needs JetStream, and the NATS server has none (%s): start nats-server with -js "
-                 "(and -sd DIR for its store), or run the service with --mode memory (NATOMIC_MODE=memory)",
-                 jerr != 0 ? nats_GetLastError(NULL) : natsStatus_GetText(s));
+                 "durable mode needs JetStream, and the NATS server has none (%s, error %d): start nats-server "
+                 "with -js (and -sd DIR for its store), or run the service with --mode memory (NATOMIC_MODE=memory)",
+                 why, (int)jerr);
     return NATOMIC_ENOJETSTREAM;
 }
 
@@ -252,7 +255,12 @@ natomic_status_t natomic__durable_start(natomic_service_t *svc)
     pthread_cond_init(&d->cond, NULL);
     d->started_ns = natomic__wall_ns();
     svc->durable = d;
-    natomic_status_t st = natsConnection_JetStream(&d->js, svc->nc, NULL) == NATS_OK ? NATOMIC_OK : NATOMIC_ENOMEM;
+    /* Every JetStream call waits 2 s at most (nats.c's default is 5): a dead server
+       must not hold a call, a recovery round or a stop for long. */
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 2000;
+    natomic_status_t st = natsConnection_JetStream(&d->js, svc->nc, &jo) == NATS_OK ? NATOMIC_OK : NATOMIC_ENOMEM;
     if (st == NATOMIC_OK)
         st = check_jetstream(svc);
     if (st == NATOMIC_OK && saga)
@@ -296,8 +304,9 @@ void natomic__durable_stop(natomic_service_t *svc)
     pthread_mutex_unlock(&d->mu);
     if (d->lease_started)
         pthread_join(d->lease_thread, NULL);
-    /* Last: whatever is left of ours may now be taken over at once. */
-    if (d->lease_kv != NULL)
+    /* Last: whatever is left of ours may now be taken over at once. Cut off from NATS,
+       there is nobody to tell: the lease expires by itself. */
+    if (d->lease_kv != NULL && natsConnection_Status(svc->nc) == NATS_CONN_STATUS_CONNECTED)
         natomic__lease_release(svc);
     kvStore_Destroy(d->saga_kv);
     kvStore_Destroy(d->lease_kv);

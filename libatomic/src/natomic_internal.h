@@ -66,6 +66,8 @@ typedef struct natomic_run_hooks {
     /* A command's run ended (cmd->ended is already set for DONE and DEAD). */
     void (*finished)(natomic_ctx_t *ctx, const char *list_kind, natomic_command_t *cmd, natomic_cmd_end_t end,
                      void *user);
+    /* Asked before each command and each retry: true stops the run there (what is left stays unended). */
+    bool (*stop)(natomic_ctx_t *ctx, void *user);
     void *user;
 } natomic_run_hooks_t;
 

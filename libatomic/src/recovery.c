@@ -146,6 +146,20 @@ const natomic_run_hooks_t natomic__durable_rollback_hooks = {
     .user = NULL,
 };
 
+/* Recovery stops between compensations when the service stops: the record keeps the rest. */
+static bool recovery_stopping(natomic_ctx_t *ctx, void *user)
+{
+    (void)user;
+    return atomic_load(&ctx->svc->stopping_housekeeping);
+}
+
+static const natomic_run_hooks_t recovery_hooks = {
+    .exhausted = durable_exhausted,
+    .finished = durable_finished,
+    .stop = recovery_stopping,
+    .user = NULL,
+};
+
 /* ---- reading the log --------------------------------------------------------- */
 
 typedef struct found_record {
@@ -241,6 +255,15 @@ static natomic_status_t rebuild(natomic_service_t *svc, const Natomic__SagaRecor
     return NATOMIC_OK;
 }
 
+/* True when every compensation of the rebuilt call has ended. */
+static bool saga_done(const natomic_ctx_t *ctx)
+{
+    for (size_t i = 0; i < ctx->rollbacks.count; i++)
+        if (!ctx->rollbacks.items[i].ended)
+            return false;
+    return true;
+}
+
 /* Ends one saga this instance owns now (claimed from `from`, or its own deferred one). */
 static void finish(natomic_service_t *svc, natomic_ctx_t *ctx, bool claimed, const char *from)
 {
@@ -250,11 +273,11 @@ static void finish(natomic_service_t *svc, natomic_ctx_t *ctx, bool claimed, con
         if (natomic__decision_abort(svc->store, ctx->call_id, &committed) != NATOMIC_OK)
             return; /* the store failed: next round */
         if (committed) {
-            natomic__saga_delete(ctx);
-            natomic__recovery_event(svc, "ended", ctx->call_id, ctx->tx,
-                                    "outcome committed: the call had committed before %s died; nothing to "
-                                    "compensate",
-                                    from);
+            if (natomic__saga_delete(ctx) == NATOMIC_OK)
+                natomic__recovery_event(svc, "ended", ctx->call_id, ctx->tx,
+                                        "outcome committed: the call had committed before %s died; nothing to "
+                                        "compensate",
+                                        from);
             return;
         }
     }
@@ -262,7 +285,7 @@ static void finish(natomic_service_t *svc, natomic_ctx_t *ctx, bool claimed, con
     ctx->commands_running = true;
     ctx->phase = "rollback";
     natomic_outcome_t out = natomic__cmdlist_run_hooked(&ctx->rollbacks, ctx, "rollback", true, &svc->retry,
-                                                        &natomic__durable_rollback_hooks, &rep);
+                                                        &recovery_hooks, &rep);
     ctx->commands_running = false;
     ctx->phase = NULL;
     atomic_fetch_add(&svc->rollbacks_run, rep.succeeded);
@@ -270,18 +293,19 @@ static void finish(natomic_service_t *svc, natomic_ctx_t *ctx, bool claimed, con
     atomic_fetch_add(&svc->retries, rep.retries);
     if (ctx->saga.lost)
         return; /* another instance took it over meanwhile */
-    if (rep.deferred > 0)
-        return; /* the record keeps what is left; a later round goes on */
+    if (rep.deferred > 0 || !saga_done(ctx))
+        return; /* the record keeps what is left; a later round (or another instance) goes on */
     char text[300];
     snprintf(text, sizeof text,
-             "call %.32s of %s was interrupted (instance %s stopped) and its steps were compensated%s: retry with "
+             "call %.32s of %s was interrupted (its instance %s died) and its steps were compensated%s: retry with "
              "a new key",
              ctx->call_id, svc->name, from, out == NATOMIC_OUTCOME_INCOMPLETE ? " (some dead-lettered)" : "");
     natomic__idem_interrupted(svc, ctx->method_name, ctx->idem_key, ctx->call_id,
                               out == NATOMIC_OUTCOME_INCOMPLETE ? NATOMIC_OUTCOME_INCOMPLETE
                                                                 : NATOMIC_OUTCOME_COMPLETE,
                               text);
-    natomic__saga_delete(ctx);
+    if (natomic__saga_delete(ctx) != NATOMIC_OK)
+        return; /* still in the log: the next round runs it again (all of it is idempotent) and ends it */
     if (claimed)
         atomic_fetch_add(&svc->sagas_recovered, 1);
     natomic__recovery_event(svc, "ended", ctx->call_id, ctx->tx,
@@ -313,22 +337,27 @@ void natomic__recovery_round(natomic_service_t *svc)
         int n = gather(svc, &list);
         for (int i = 0; i < n; i++) {
             Natomic__SagaRecord *rec = list[i].rec;
-            int what = rec->call_id != NULL && strlen(rec->call_id) <= NATOMIC_ID_LEN ? classify(svc, rec) : 0;
+            int what = rec->call_id != NULL && strlen(rec->call_id) <= NATOMIC_ID_LEN &&
+                               !atomic_load(&svc->stopping_housekeeping)
+                           ? classify(svc, rec)
+                           : 0;
             if (what != 0) {
                 char from[140];
                 snprintf(from, sizeof from, "%s", rec->owner != NULL ? rec->owner : "?");
                 natomic_ctx_t ctx;
                 natomic_status_t st = rebuild(svc, rec, list[i].revision, &ctx);
-                if (st == NATOMIC_OK && what == 1) {
+                if (st == NATOMIC_OK) {
+                    /* The claim -- one instance wins. For a record of our own it proves the
+                       version we read is still the last: the call may have ended (and deleted
+                       it) since the round read it, and must not be compensated twice. */
                     ctx.saga.compensating = true;
-                    st = natomic__saga_write(&ctx); /* the claim: one instance wins */
-                    if (st == NATOMIC_OK)
-                        natomic__recovery_event(svc, "claimed", ctx.call_id, ctx.tx,
-                                                "from %s (incarnation %.8s), %s.%s, %zu compensation%s pending",
-                                                from, rec->incarnation != NULL ? rec->incarnation : "?", svc->name,
-                                                ctx.method_name, ctx.rollbacks.count,
-                                                ctx.rollbacks.count == 1 ? "" : "s");
+                    st = natomic__saga_write(&ctx);
                 }
+                if (st == NATOMIC_OK && what == 1)
+                    natomic__recovery_event(svc, "claimed", ctx.call_id, ctx.tx,
+                                            "from %s (incarnation %.8s), %s.%s, %zu compensation%s pending", from,
+                                            rec->incarnation != NULL ? rec->incarnation : "?", svc->name,
+                                            ctx.method_name, ctx.rollbacks.count, ctx.rollbacks.count == 1 ? "" : "s");
                 if (st == NATOMIC_OK)
                     finish(svc, &ctx, what == 1, from);
                 natomic__ctx_release(&ctx);

@@ -203,9 +203,13 @@ natomic_status_t natomic__saga_write(natomic_ctx_t *ctx)
     } else {
         if (st == NATOMIC_ENOTOWNER) {
             ctx->saga.lost = true;
-            natomic__log(NATOMIC_LOG_WARN, ctx->service_name,
-                         "%s (tx %s): the saga was taken over by recovery; this process leaves it alone",
-                         ctx->method_name, ctx->tx);
+            if (ctx->recovering) /* another instance claimed it first, or it ended meanwhile */
+                natomic__log(NATOMIC_LOG_DEBUG, ctx->service_name, "recovery: tx %s is not ours to claim",
+                             ctx->tx);
+            else
+                natomic__log(NATOMIC_LOG_WARN, ctx->service_name,
+                             "%s (tx %s): the saga was taken over by recovery; this process leaves it alone",
+                             ctx->method_name, ctx->tx);
         }
         if (first && !ctx->recovering)
             natomic__inflight_remove(ctx->svc, ctx->call_id);

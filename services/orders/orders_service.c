@@ -149,9 +149,13 @@ static natomic_status_t fail_step(natomic_ctx_t *ctx, const char *order_id, cons
     if (is_error_kind(info->kind) || is_error_kind(st)) {
         kind = is_error_kind(info->kind) ? info->kind : st;
         type = kind == NATOMIC_ETIMEOUT ? "Timeout" : "RemoteError";
-    } else if (st == NATOMIC_ENORESPONDERS || st == NATOMIC_ENATS) {
+    } else if (st == NATOMIC_ENORESPONDERS || st == NATOMIC_ENATS || st == NATOMIC_ELOG) {
+        /* Nobody to call, or (durable) the saga log could not be written: nothing was sent. */
         kind = NATOMIC_ETRANSIENT;
         type = "Unavailable";
+    } else if (st == NATOMIC_ENOTOWNER) {
+        kind = NATOMIC_ETRANSIENT;
+        type = "TakenOver";
     } else if (st == NATOMIC_EBADREPLY) {
         kind = NATOMIC_EINTERNAL;
         type = "BadReply";

@@ -10,8 +10,12 @@
  * inline SVG, no script, no http(s) address) and escapes recorded text;
  * a failed check is a red row; the summary links every page; a long
  * timeline is cut to a readable diagram that still has every fault and
- * compensation; an unwritable folder is an error with a message. Memory
- * is checked by the valgrind setup.
+ * compensation; an unwritable folder is an error with a message; a
+ * durable story's recovery is drawn apart (teal boxes, a Mermaid rect) and
+ * told in a Recovery section (who claimed which call from whom, when, each
+ * compensation, how it ended, the time after the restart), and the
+ * summary gives every story's mode. Memory is checked by the valgrind
+ * setup.
  */
 #include <check.h>
 #include <ftw.h>
@@ -76,6 +80,10 @@ static size_t count_of(const char *hay, const char *needle)
 
 #define ASSERT_HAS(hay, needle) ck_assert_msg(strstr((hay), (needle)) != NULL, "missing: %s", (needle))
 #define ASSERT_LACKS(hay, needle) ck_assert_msg(strstr((hay), (needle)) == NULL, "unexpected: %s", (needle))
+#define ASSERT_BEFORE(hay, first, then)                                                                              \
+    ck_assert_msg(strstr((hay), (first)) != NULL && strstr((hay), (then)) != NULL &&                                 \
+                      strstr((hay), (first)) < strstr((hay), (then)),                                                \
+                  "'%s' must come before '%s'", (first), (then))
 
 /* The story every report test tells: an order whose reservation fails. */
 static void order_story(timeline_t *tl)
@@ -323,6 +331,8 @@ START_TEST(long_timeline_is_capped_keeping_faults)
             timeline_add(&tl, TL_FAULT, "lab", "inventory", true, "kill-%d", i);
         if (i == 1200 || i == 1800)
             timeline_add(&tl, TL_COMPENSATION, "orders", "inventory", false, "Release o-%d", i);
+        if (i == 1900)
+            timeline_add(&tl, TL_RECOVERY, "orders", "orders", false, "orders-1 ended c-%d: outcome compensated", i);
     }
     report_scenario_t s = {.name = "many", .group = "load", .about = "Many orders.", .replay = "x",
                            .timeline = &tl};
@@ -332,23 +342,165 @@ START_TEST(long_timeline_is_capped_keeping_faults)
     ck_assert_ptr_nonnull(md);
     ck_assert_ptr_nonnull(html);
     const char *kept[] = {"FAULT kill-700", "FAULT kill-1500", "FAULT kill-1999", "undo: Release o-1200",
-                          "undo: Release o-1800"};
+                          "undo: Release o-1800", "RECOVERY orders-1 ended c-1900"};
     for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) {
         ASSERT_HAS(md, kept[i]);
         ASSERT_HAS(html, kept[i]);
     }
     size_t arrows = count_of(md, "lab->>orders: Place");
-    ck_assert_uint_eq(arrows, 400 - 5);
+    ck_assert_uint_eq(arrows, 400 - 6);
     ASSERT_HAS(md, "lab->>orders: Place o-0\n");
     ASSERT_LACKS(md, "Place o-1999\n");
-    ASSERT_HAS(md, "showing 400 of 2005 entries");
+    ASSERT_HAS(md, "showing 400 of 2006 entries");
     ASSERT_HAS(md, "entries left out");
-    ASSERT_HAS(html, "Showing 400 of 2005 entries");
+    ASSERT_HAS(html, "Showing 400 of 2006 entries");
     ASSERT_HAS(html, "entries not shown");
-    ck_assert_uint_eq(count_of(html, "<line class=\"call\""), 400 - 5);
+    ck_assert_uint_eq(count_of(html, "<line class=\"call\""), 400 - 6);
     free(md);
     free(html);
     timeline_free(&tl);
+    remove_tree(dir);
+}
+END_TEST
+
+/* A durable story: orders died after the charge, was restarted, and recovered its saga. */
+static void recovery_story(timeline_t *tl)
+{
+    timeline_add(tl, TL_CALL, "lab", "orders", false, "create_order {\"customer\":\"ann\"}");
+    timeline_add(tl, TL_FAULT, "lab", "orders", false, "restart");
+    timeline_add(tl, TL_RECOVERY, "orders", "orders", false,
+                 "orders-0 claimed 67769bdc: from orders-0 (incarnation ed58d039), orders.create_order, "
+                 "3 compensations pending");
+    timeline_add(tl, TL_COMPENSATION, "orders", "payments", false, "refund {\"order_id\":\"ord-1\"}");
+    timeline_add(tl, TL_RECOVERY, "orders", "orders", false,
+                 "orders-0 compensated 67769bdc: call payments.refund: done");
+    timeline_add(tl, TL_RECOVERY, "orders", "orders", true,
+                 "orders-0 compensated 67769bdc: call inventory.release: dead-lettered");
+    timeline_add(tl, TL_RECOVERY, "orders", "orders", true,
+                 "orders-0 ended 67769bdc: outcome incomplete: 2 compensations done, 1 dead-lettered, in 10 ms");
+}
+
+static const report_recovery_t story_recoveries[] = {
+    {.t_us = 812300, .event = "claimed", .service = "orders", .instance = "orders-0",
+     .call_id = "67769bdc56b1f790b50c5393c8481d7c", .tx = "b7cd1de3e82a5e50a307f8747cc483ea",
+     .detail = "from orders-0 (incarnation ed58d039), orders.create_order, 3 compensations pending"},
+    {.t_us = 815000, .event = "compensated", .service = "orders", .instance = "orders-0",
+     .call_id = "67769bdc56b1f790b50c5393c8481d7c", .tx = "b7cd1de3e82a5e50a307f8747cc483ea",
+     .detail = "call payments.refund: done"},
+    {.t_us = 817000, .event = "compensated", .service = "orders", .instance = "orders-0",
+     .call_id = "67769bdc56b1f790b50c5393c8481d7c", .tx = "b7cd1de3e82a5e50a307f8747cc483ea",
+     .detail = "call inventory.release: dead-lettered"},
+    {.t_us = 843700, .event = "ended", .service = "orders", .instance = "orders-0",
+     .call_id = "67769bdc56b1f790b50c5393c8481d7c", .tx = "b7cd1de3e82a5e50a307f8747cc483ea",
+     .detail = "outcome incomplete: 2 compensations done, 1 dead-lettered, in 10 ms"},
+    {.t_us = 900000, .event = "ended", .service = "orders", .instance = "orders-1",
+     .call_id = "0123456789abcdef0123456789abcdef", .tx = "fedcba9876543210fedcba9876543210",
+     .detail = "outcome compensated: 3 compensations done, 0 dead-lettered, in 4 ms"},
+};
+
+START_TEST(recovery_is_drawn_and_told)
+{
+    char dir[512], err[256] = "";
+    make_temp_dir(dir, sizeof dir);
+    timeline_t tl, plain_tl;
+    timeline_init(&tl);
+    timeline_init(&plain_tl);
+    recovery_story(&tl);
+    order_story(&plain_tl);
+    report_scenario_t s[3] = {
+        {.name = "crash-after-charge",
+         .group = "recovery",
+         .about = "orders dies after the charge; restarted, it recovers the saga.",
+         .replay = "natomic-lab run x.yaml --seed 1",
+         .timeline = &tl,
+         .durable = true,
+         .recoveries = story_recoveries,
+         .n_recoveries = sizeof story_recoveries / sizeof story_recoveries[0],
+         .has_recovery_ms = true,
+         .recovery_ms = 31.4,
+         .recovery_restart = "orders"},
+        story_scenario(&plain_tl), /* memory mode: no Recovery section */
+        {.name = "calm", .group = "recovery", .about = "Nothing dies.", .replay = "x", .durable = true},
+    };
+    ck_assert_msg(report_write(dir, s, 3, err, sizeof err) == 0, "report_write: %s", err);
+
+    char *html = slurp(dir, "recovery-crash-after-charge.html");
+    ck_assert_ptr_nonnull(html);
+    ASSERT_HAS(html, "<dt>Mode</dt><dd>durable</dd>");
+    ASSERT_HAS(html, "<dt>Recovery</dt><dd>31.4 ms after the restart of orders</dd>");
+    ASSERT_HAS(html, "<h2>Recovery</h2>");
+    ASSERT_HAS(html, "2 sagas ended by recovery: 1 compensated, 1 incomplete; 0 found already committed "
+                     "(nothing to undo). The first saga ended 31.4 ms after the restart of orders.");
+    /* Who claimed which call from whom, when; each compensation; how it ended. */
+    ASSERT_HAS(html, "<tr class=\"step\"><td class=\"when mono\">812.3</td><td>orders-0</td><td>claimed</td>"
+                     "<td class=\"mono\" title=\"tx b7cd1de3e82a5e50a307f8747cc483ea\">"
+                     "67769bdc56b1f790b50c5393c8481d7c</td>"
+                     "<td>from orders-0 (incarnation ed58d039), orders.create_order, 3 compensations pending</td>"
+                     "</tr>");
+    ASSERT_HAS(html, "<td>compensated</td>");
+    ASSERT_HAS(html, "<td>call payments.refund: done</td>");
+    ASSERT_HAS(html, "<tr class=\"bad\"><td class=\"when mono\">817.0</td>");
+    ASSERT_HAS(html, "<tr class=\"bad\"><td class=\"when mono\">843.7</td><td>orders-0</td><td>ended</td>");
+    ASSERT_HAS(html, "<tr class=\"ended\"><td class=\"when mono\">900.0</td><td>orders-1</td><td>ended</td>");
+    ck_assert_uint_eq(count_of(html, "<tr class=\""), 5);
+    /* The section comes between the checks and the diagram. */
+    ASSERT_BEFORE(html, "<h2>Checks</h2>", "<h2>Recovery</h2>");
+    ASSERT_BEFORE(html, "<h2>Recovery</h2>", "<h2>Sequence</h2>");
+    /* In the diagram: teal boxes on the recovering service's lifeline, one per step, and a legend entry. */
+    ck_assert_uint_eq(count_of(html, "<g class=\"b-recov\">"), 2);
+    ck_assert_uint_eq(count_of(html, "<g class=\"b-recov bad\">"), 2);
+    ASSERT_HAS(html, "<i class=\"bx recov\"></i>recovery</span>");
+    ASSERT_HAS(html, "RECOVERY orders-0 claimed 67769bdc");
+
+    char *md = slurp(dir, "recovery-crash-after-charge.md");
+    ck_assert_ptr_nonnull(md);
+    ASSERT_HAS(md, "| Mode | durable |\n| Recovery | 31.4 ms after the restart of orders |\n");
+    ASSERT_HAS(md, "\n## Recovery\n\n2 sagas ended by recovery: 1 compensated, 1 incomplete;");
+    ASSERT_HAS(md, "| Time (ms) | Instance | Step | Call | What happened |\n");
+    ASSERT_HAS(md, "| 812.3 | orders-0 | claimed | 67769bdc56b1f790b50c5393c8481d7c | from orders-0 (incarnation "
+                   "ed58d039), orders.create_order, 3 compensations pending |\n");
+    ASSERT_HAS(md, "| 843.7 | orders-0 | **ended** | 67769bdc56b1f790b50c5393c8481d7c | outcome incomplete: ");
+    ASSERT_HAS(md, "    rect rgb(214, 240, 237)\n        Note over orders: RECOVERY orders-0 claimed 67769bdc");
+    ASSERT_HAS(md, "    rect rgb(255, 236, 214)\n        Note over orders: RECOVERY orders-0 ended 67769bdc: "
+                   "outcome incomplete");
+    ck_assert_uint_eq(count_of(md, "Note over orders: RECOVERY"), 4);
+    ASSERT_BEFORE(md, "## Recovery", "## Sequence");
+
+    /* A memory story has no Recovery section; a calm durable one says nothing was recovered. */
+    char *plain_html = slurp(dir, "saga-place.html"), *plain_md = slurp(dir, "saga-place.md");
+    ck_assert_ptr_nonnull(plain_html);
+    ck_assert_ptr_nonnull(plain_md);
+    ASSERT_LACKS(plain_html, "<h2>Recovery</h2>");
+    ASSERT_LACKS(plain_md, "## Recovery");
+    ASSERT_HAS(plain_html, "<dt>Mode</dt><dd>memory</dd>");
+    ASSERT_LACKS(plain_html, "<dt>Recovery</dt>");
+    char *calm = slurp(dir, "recovery-calm.html");
+    ck_assert_ptr_nonnull(calm);
+    ASSERT_HAS(calm, "<h2>Recovery</h2>\n<p class=\"recov-sum\">Nothing was recovered: no instance left a saga "
+                     "unfinished.</p>");
+    ASSERT_LACKS(calm, "<table class=\"recovery\">");
+
+    /* The summary: the mode of each story, and the recovery time where there is one. */
+    char *index = slurp(dir, "index.html"), *index_md = slurp(dir, "index.md");
+    ck_assert_ptr_nonnull(index);
+    ck_assert_ptr_nonnull(index_md);
+    ASSERT_HAS(index, "<th>Mode</th>");
+    ASSERT_HAS(index, "<td class=\"mode\">durable<br><span class=\"note\">recovery 31.4 ms after the restart of "
+                      "orders</span></td>");
+    ASSERT_HAS(index, "<td class=\"mode\">memory</td>");
+    ASSERT_HAS(index, "<td class=\"mode\">durable</td>");
+    ASSERT_HAS(index_md, "| Result | Group | Scenario | About | Checks | Duration | Mode | Seed |\n");
+    ASSERT_HAS(index_md, " | durable<br>recovery 31.4 ms after the restart of orders | 0 |\n");
+    ASSERT_HAS(index_md, " | memory | 42 |\n");
+    free(index);
+    free(index_md);
+    free(calm);
+    free(plain_html);
+    free(plain_md);
+    free(md);
+    free(html);
+    timeline_free(&tl);
+    timeline_free(&plain_tl);
     remove_tree(dir);
 }
 END_TEST
@@ -392,6 +544,7 @@ static Suite *report_suite(void)
     tcase_add_test(r, markdown_has_escaped_mermaid);
     tcase_add_test(r, html_is_self_contained_and_escaped);
     tcase_add_test(r, long_timeline_is_capped_keeping_faults);
+    tcase_add_test(r, recovery_is_drawn_and_told);
     tcase_add_test(r, unwritable_folder_is_an_error);
     suite_add_tcase(s, r);
     return s;

@@ -4,7 +4,9 @@
  *
  * Proves: each file of good/ parses to exactly the values it spells out
  * (every step kind and every expectation kind, their lines, the defaults,
- * requests as JSON with YAML's core types); each file of bad/ fails with
+ * requests as JSON with YAML's core types, durable mode's keys:
+ * idempotency_key, replayed, instance on faults and process steps,
+ * recoveries); "{i}" templates expand; each file of bad/ fails with
  * the line and the reason its first line announces ("# expect: <line>:
  * <substring>"), one test point per file; the state keys the oracle knows;
  * check's output and exit status for valid, invalid and missing paths; and
@@ -376,6 +378,96 @@ START_TEST(services_as_map_faults_and_seed_data)
 }
 END_TEST
 
+START_TEST(durable_keys)
+{
+    scenario_t *s = load_good("durable.yaml");
+    ck_assert(s->durable);
+    ck_assert_int_eq(s->recoveries, 2);
+    ck_assert_uint_eq(s->n_services, 3);
+    ck_assert_int_eq(s->services[0].instances, 2);
+
+    /* Faults: one instance, or every instance (-1). */
+    ck_assert_uint_eq(s->n_faults, 2);
+    ck_assert_int_eq(s->faults[0].instance, 1);
+    ck_assert_str_eq(s->faults[0].action, "crash");
+    ck_assert_int_eq(s->faults[0].line, 6);
+    ck_assert_int_eq(s->faults[1].instance, -1);
+
+    /* Idempotency keys, in seed data too; templates are kept as written. */
+    ck_assert_str_eq(s->seed_data[0].idempotency_key, "restock-1");
+    ck_assert_uint_eq(s->n_steps, 12);
+    const scenario_step_t *st = s->steps;
+    ck_assert_str_eq(st[0].idempotency_key, "ann-1");
+    ck_assert(st[0].has_expect && st[0].expect.check_replayed && !st[0].expect.replayed);
+    assert_json(st[0].expect.reply, "{\"status\":\"confirmed\"}");
+    ck_assert_int_eq(st[1].line, 15);
+    ck_assert_str_eq(st[1].idempotency_key, "c{i%3}-order-{i}");
+    ck_assert_int_eq(st[1].repeat, 10);
+    ck_assert_str_eq(st[1].expect.error, "Interrupted");
+    ck_assert_str_eq(st[1].expect.rollback, "complete");
+    ck_assert(st[1].expect.check_replayed && st[1].expect.replayed);
+    ck_assert_str_eq(st[2].idempotency_key, "42"); /* a plain number is a word here */
+    ck_assert(st[2].expect.check_replayed && st[2].expect.replayed);
+    ck_assert_ptr_null(st[2].expect.reply);
+    ck_assert_ptr_null(st[2].expect.error);
+    ck_assert_ptr_null(st[3].idempotency_key);
+    ck_assert(!st[3].expect.check_replayed);
+
+    /* kill / restart / pause / resume on one instance; the plain form is every instance. */
+    static const struct {
+        scenario_step_kind_t kind;
+        int instance, line;
+    } want[] = {{STEP_KILL, 0, 22},   {STEP_RESTART, 1, 23}, {STEP_PAUSE, 1, 24},
+                {STEP_RESUME, 0, 25}, {STEP_KILL, -1, 26}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const scenario_step_t *k = &st[4 + i];
+        ck_assert_msg(k->kind == want[i].kind, "step %zu: kind %d, want %d", 4 + i, k->kind, want[i].kind);
+        ck_assert_str_eq(k->service, "orders");
+        ck_assert_int_eq(k->instance, want[i].instance);
+        ck_assert_int_eq(k->line, want[i].line);
+    }
+    ck_assert(st[9].kind == STEP_FAULT);
+    ck_assert_int_eq(st[9].fault.instance, 0);
+    ck_assert_int_eq(st[9].instance, -1);
+    ck_assert(st[10].kind == STEP_RELEASE);
+    ck_assert_int_eq(st[10].fault.instance, 1);
+    ck_assert_int_eq(st[11].fault.instance, -1);
+    scenario_free(s);
+}
+END_TEST
+
+START_TEST(new_keys_default_off)
+{
+    scenario_t *s = load_good("all_steps.yaml");
+    ck_assert(!s->durable);
+    ck_assert_int_eq(s->recoveries, -1);
+    for (size_t i = 0; i < s->n_steps; i++) {
+        ck_assert_ptr_null(s->steps[i].idempotency_key);
+        ck_assert_int_eq(s->steps[i].instance, -1);
+        ck_assert_int_eq(s->steps[i].fault.instance, -1);
+        ck_assert(!s->steps[i].expect.check_replayed);
+    }
+    scenario_free(s);
+}
+END_TEST
+
+START_TEST(templates_expand)
+{
+    char out[64];
+    ck_assert(!scenario_expand_text("c{i%3}-order-{i}", 7, out, sizeof out));
+    ck_assert_str_eq(out, "c1-order-7");
+    ck_assert(scenario_expand_text("{i}", 42, out, sizeof out)); /* the whole string: may become a number */
+    ck_assert_str_eq(out, "42");
+    ck_assert(scenario_expand_text("{i%5}", 42, out, sizeof out));
+    ck_assert_str_eq(out, "2");
+    ck_assert(!scenario_expand_text("plain {x} {i%0} {i", 3, out, sizeof out)); /* not templates */
+    ck_assert_str_eq(out, "plain {x} {i%0} {i");
+    char tiny[4];
+    scenario_expand_text("key-{i}", 123456, tiny, sizeof tiny); /* cut, never overflowed */
+    ck_assert_str_eq(tiny, "key");
+}
+END_TEST
+
 START_TEST(any_extension_loads)
 {
     scenario_t *s = load_good("no_extension.scenario");
@@ -415,7 +507,7 @@ END_TEST
 
 START_TEST(enough_bad_files)
 {
-    ck_assert_msg(n_bad >= 25, "bad/ holds %zu files, want at least 25", n_bad);
+    ck_assert_msg(n_bad >= 100, "bad/ holds %zu files, want at least 100", n_bad);
 }
 END_TEST
 
@@ -482,6 +574,7 @@ START_TEST(check_good_folder)
     static const char *const lines[] = {
         "all_steps.yaml (13 steps): Every kind of step.",
         "defaults.yaml (1 step): The smallest scenario; everything else takes its default.",
+        "durable.yaml (12 steps): Durable mode, idempotency keys, replays, one instance at a time, recoveries.",
         "expectations.yaml (6 steps): Every expectation a call and a story can have.",
         "request_types.yaml (1 step): Requests are YAML maps that become JSON.",
         "services_map.yml (1 step): Services as a map with instances, faults and seed data.",
@@ -551,6 +644,8 @@ static Suite *scenario_parser_suite(void)
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, requests_take_yaml_core_types);
     tcase_add_test(tc, services_as_map_faults_and_seed_data);
+    tcase_add_test(tc, durable_keys);
+    tcase_add_test(tc, new_keys_default_off);
     tcase_add_test(tc, any_extension_loads);
     suite_add_tcase(s, tc);
 
@@ -561,6 +656,7 @@ static Suite *scenario_parser_suite(void)
 
     tc = tcase_create("api");
     tcase_add_test(tc, state_keys);
+    tcase_add_test(tc, templates_expand);
     tcase_add_test(tc, name_lists);
     tcase_add_test(tc, missing_file);
     tcase_add_test(tc, check_good_folder);

@@ -2,8 +2,9 @@
  * test_supervisor.c -- the lab's harness against real processes: the TCP
  * fault proxy between a NATS client and a real nats-server (pass, cut,
  * blackhole, delay, heal), the supervisor driving the conversions service
- * (kill, restart, pause, resume, link faults, NATS restart, fault points
- * through libfiu's control FIFO, logs), and cleanup: after the process
+ * (kill, restart, pause, resume -- of every instance or of one -- link
+ * faults, NATS restart, fault points through libfiu's control FIFO, logs),
+ * and cleanup: after the process
  * that ran a supervisor is SIGKILLed, nothing it started is left.
  *
  * The cleanup tests re-run this binary as the supervising child
@@ -495,6 +496,64 @@ START_TEST(supervisor_instances_and_keep)
 }
 END_TEST
 
+/* One instance of two: killed, restarted, paused and resumed while the other goes on. */
+START_TEST(supervisor_one_instance)
+{
+    supervisor_t sv;
+    ck_assert_int_eq(supervisor_start(&sv, 1), 0);
+    ck_assert_int_eq(supervisor_add_service(&sv, "conversions", 2, NULL), 0);
+    int n = 0;
+    supervised_service_t *s = supervisor_find(&sv, "conversions", &n);
+    ck_assert_int_eq(n, 2);
+    pid_t first = s[0].proc.pid, second = s[1].proc.pid;
+
+    ck_assert_int_eq(supervisor_kill_instance(&sv, "conversions", 0), 0);
+    ck_assert_int_eq(s[0].proc.pid, 0);
+    ck_assert_msg(kill(first, 0) == -1 && errno == ESRCH, "pid %ld still exists after the kill", (long)first);
+    ck_assert_int_eq(s[1].proc.pid, second); /* untouched */
+    /* Until NATS drops the dead one's subscription a call may still go to it: retry. */
+    natomic_status_t st = convert_until_ok(&sv, fixture_ms(10000));
+    ck_assert_msg(st == NATOMIC_OK, "the other instance still answers: %s", natomic_status_name(st));
+
+    ck_assert_int_eq(supervisor_restart_instance(&sv, "conversions", 0), 0);
+    ck_assert_msg(s[0].proc.pid > 0 && s[0].proc.pid != first, "restarted pid %ld (old %ld)", (long)s[0].proc.pid,
+                  (long)first);
+    ck_assert_int_eq(s[1].proc.pid, second);
+
+    ck_assert_int_eq(supervisor_pause_instance(&sv, "conversions", 1), 0);
+    ck_assert(s[1].paused && !s[0].paused);
+    /* The paused one still holds its subscription; calls to it time out, so only count on the other. */
+    ck_assert_int_eq(supervisor_resume_instance(&sv, "conversions", 1), 0);
+    ck_assert(!s[1].paused);
+    st = convert_until_ok(&sv, fixture_ms(10000));
+    ck_assert_msg(st == NATOMIC_OK, "call after resume: %s", natomic_status_name(st));
+
+    /* A restart of one waits for all: with instance 1 paused, only instance 0 must answer. */
+    ck_assert_int_eq(supervisor_pause_instance(&sv, "conversions", 1), 0);
+    ck_assert_int_eq(supervisor_restart_instance(&sv, "conversions", 0), 0);
+    ck_assert(s[1].paused);
+    ck_assert_int_eq(supervisor_resume_instance(&sv, "conversions", 1), 0);
+
+    /* Only instance 0's log has the markers of what was done to it. */
+    char *tail = supervisor_log_tail(&sv, "conversions", 50);
+    ck_assert_ptr_nonnull(tail);
+    ck_assert_msg(strstr(tail, "conversions| ---- supervisor: SIGKILL to conversions (pid") != NULL,
+                  "no kill marker for instance 0:\n%s", tail);
+    ck_assert_msg(strstr(tail, "conversions#1| ---- supervisor: SIGKILL to") == NULL,
+                  "instance 1 was killed:\n%s", tail);
+    ck_assert_msg(strstr(tail, "conversions#1| ---- supervisor: SIGSTOP to conversions#1") != NULL,
+                  "no pause marker for instance 1:\n%s", tail);
+    free(tail);
+
+    ck_assert_int_eq(supervisor_kill_instance(&sv, "conversions", 2), -1);  /* no such instance */
+    ck_assert_int_eq(supervisor_restart_instance(&sv, "conversions", -1), -1); /* a number, not "all" */
+    ck_assert_int_eq(supervisor_pause_instance(&sv, "nonesuch", 0), -1);
+    ck_assert_int_eq(supervisor_resume_instance(&sv, "conversions", 5), -1);
+    ck_assert_int_eq(s[0].proc.pid > 0 && s[1].proc.pid == second, 1); /* refusals changed nothing */
+    supervisor_stop(&sv, false);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Nothing outlives the supervising process                            */
 /* ------------------------------------------------------------------ */
@@ -698,6 +757,7 @@ int main(int argc, char **argv)
     tcase_add_test(sup, supervisor_fault_points_at_run_time);
 #endif
     tcase_add_test(sup, supervisor_instances_and_keep);
+    tcase_add_test(sup, supervisor_one_instance);
     suite_add_tcase(suite, sup);
     TCase *cleanup = tcase_create("cleanup");
     tcase_set_timeout(cleanup, 120);
