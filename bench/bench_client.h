@@ -1,40 +1,22 @@
 /*
  * bench_client.h -- the client side of the benchmark: calls
- * conversions.inches_to_cm with natomic_request() and times them.
+ * conversions.inches_to_cm with natomic_request() and times them
+ * (bench_load.h).
  *
  * The same code calls both servers, so only the server differs between
  * the figures. Every run stops at the first failed call (a benchmark of
- * failures measures nothing) and when bench_client_should_stop() says so.
+ * failures measures nothing) and when the run's budget says so
+ * (bench_should_stop(), bench_budget.h).
  */
 #ifndef BENCH_CLIENT_H
 #define BENCH_CLIENT_H
 
 #include <nats/nats.h>
 #include <stdbool.h>
-#include <stdint.h>
+
+#include "bench_load.h"
 
 #define BENCH_SUBJECT "conversions.inches_to_cm"
-
-/* Latency of sequential calls, microseconds. */
-typedef struct bench_latency {
-    double median_us;
-    double p99_us;
-} bench_latency_t;
-
-/*
- * Makes the run stop early: set by a signal handler (async-signal-safe)
- * or when the run's time budget is spent. Calls in flight finish.
- */
-void bench_client_request_stop(void);
-/* Sets the absolute CLOCK_MONOTONIC time (ns) after which runs stop; 0: none. */
-void bench_client_set_deadline(int64_t deadline_ns);
-/* True once a stop was requested or the deadline passed. */
-bool bench_client_should_stop(void);
-/* Why the run stops: "interrupted by a signal", "time budget spent", or NULL while it may go on. */
-const char *bench_client_stop_reason(void);
-
-/* CLOCK_MONOTONIC in nanoseconds. */
-int64_t bench_now_ns(void);
 
 /*
  * One call with a negative length: true when the server refused it with

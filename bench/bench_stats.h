@@ -1,8 +1,8 @@
 /*
- * bench_stats.h -- the few statistics the saga benchmark prints: sorting,
- * percentiles, the median, and a distribution-free interval for the
- * median (the sign-test interval) that says how much of a ratio between
- * rounds is the machine's noise.
+ * bench_stats.h -- the few statistics both benchmark programs print:
+ * sorting, percentiles, the median, and a distribution-free interval for
+ * the median (the sign-test interval) that says how much of a ratio
+ * between rounds is the machine's noise.
  */
 #ifndef BENCH_STATS_H
 #define BENCH_STATS_H

@@ -93,7 +93,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -108,7 +107,11 @@
 
 #include <natomic.h>
 
+#include "bench_budget.h"
 #include "bench_client.h"
+#include "bench_json.h"
+#include "bench_options.h"
+#include "bench_stats.h"
 #include "conversions.pb-c.h"
 #include "conversions_service.h"
 #include "conversions_store.h"
@@ -124,6 +127,8 @@
 #define READY_WAIT_MS 10000 /* a child server answers within this after its start */
 #define PROBE_TIMEOUT_MS 200
 #define CHILD_STOP_MS 10000 /* SIGTERM, then SIGKILL after this                    */
+
+#define PROGRAM "natomic-bench" /* how its messages start */
 
 /*
  * Whether this build can compare fault points compiled in and out: not
@@ -236,38 +241,6 @@ static void usage(FILE *f)
           f);
 }
 
-/* Parses a whole decimal integer in [min, max] into *out; false with a message otherwise. */
-static bool parse_count(int *out, const char *option, const char *text, int min, int max)
-{
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || v < min || v > max) {
-        fprintf(stderr, "natomic-bench: %s needs a whole number from %d to %d, got '%s'\n", option, min, max,
-                text);
-        return false;
-    }
-    *out = (int)v;
-    return true;
-}
-
-/* Whether the JSON file can be written, checked before a long run rather than after it. */
-static bool json_path_writable(const char *path)
-{
-    char copy[PATH_MAX];
-    if (strlen(path) >= sizeof copy) {
-        fprintf(stderr, "natomic-bench: --json path is too long\n");
-        return false;
-    }
-    strcpy(copy, path);
-    const char *dir = dirname(copy);
-    if (access(dir, W_OK) != 0) {
-        fprintf(stderr, "natomic-bench: --json %s: cannot write in %s: %s\n", path, dir, strerror(errno));
-        return false;
-    }
-    return true;
-}
-
 enum {
     OPT_CALLS = 1000,
     OPT_WARMUP,
@@ -308,25 +281,25 @@ static int parse_options(options_t *opt, int argc, char **argv)
         bool ok = true;
         switch (c) {
         case OPT_CALLS:
-            ok = parse_count(&given.calls, "--calls", optarg, 1, 10000000);
+            ok = bench_option_count(&given.calls, PROGRAM, "--calls", optarg, 1, 10000000);
             break;
         case OPT_WARMUP:
-            ok = parse_count(&given.warmup, "--warmup", optarg, 0, 10000000);
+            ok = bench_option_count(&given.warmup, PROGRAM, "--warmup", optarg, 0, 10000000);
             break;
         case OPT_THROUGHPUT_CALLS:
-            ok = parse_count(&given.throughput_calls, "--throughput-calls", optarg, 1, 10000000);
+            ok = bench_option_count(&given.throughput_calls, PROGRAM, "--throughput-calls", optarg, 1, 10000000);
             break;
         case OPT_CONCURRENCY:
-            ok = parse_count(&given.concurrency, "--concurrency", optarg, 1, 1024);
+            ok = bench_option_count(&given.concurrency, PROGRAM, "--concurrency", optarg, 1, 1024);
             break;
         case OPT_ROUNDS:
-            ok = parse_count(&given.rounds, "--rounds", optarg, 1, 100);
+            ok = bench_option_count(&given.rounds, PROGRAM, "--rounds", optarg, 1, 100);
             break;
         case OPT_WORKERS:
-            ok = parse_count(&given.workers, "--workers", optarg, 1, 1024);
+            ok = bench_option_count(&given.workers, PROGRAM, "--workers", optarg, 1, 1024);
             break;
         case OPT_MAX_SECONDS:
-            ok = parse_count(&given.max_seconds, "--max-seconds", optarg, 1, 24 * 3600);
+            ok = bench_option_count(&given.max_seconds, PROGRAM, "--max-seconds", optarg, 1, 24 * 3600);
             break;
         case OPT_QUICK:
             quick = true;
@@ -335,31 +308,21 @@ static int parse_options(options_t *opt, int argc, char **argv)
             faults_only = true;
             break;
         case OPT_JSON:
-            if (*optarg == '\0') {
-                fprintf(stderr, "natomic-bench: --json needs a file name\n");
-                ok = false;
-            }
-            given.json = optarg;
+            ok = bench_option_json(&given.json, PROGRAM, optarg);
             break;
         case 'h':
             usage(stdout);
             return 1;
-        case ':':
-            fprintf(stderr, "natomic-bench: %s needs a value (see --help)\n", argv[optind - 1]);
-            ok = false;
-            break;
-        default:
-            fprintf(stderr, "natomic-bench: unknown option '%s' (see --help)\n", argv[optind - 1]);
+        default: /* ':' a value missing, '?' an unknown option */
+            bench_option_complain(PROGRAM, c, argv);
             ok = false;
             break;
         }
         if (!ok)
             return 2;
     }
-    if (optind < argc) {
-        fprintf(stderr, "natomic-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
+    if (!bench_options_finish(PROGRAM, argc, argv, given.json))
         return 2;
-    }
     static const options_t defaults = {.calls = 2000, .warmup = 200, .throughput_calls = 5000, .concurrency = 32,
                                        .rounds = 3, .workers = 10, .max_seconds = 300};
     static const options_t quick_defaults = {.calls = 200, .warmup = 20, .throughput_calls = 500, .concurrency = 32,
@@ -381,8 +344,6 @@ static int parse_options(options_t *opt, int argc, char **argv)
         opt->max_seconds = given.max_seconds;
     opt->faults_only = faults_only;
     opt->json = given.json;
-    if (opt->json != NULL && !json_path_writable(opt->json))
-        return 2;
     return 0;
 }
 
@@ -489,7 +450,7 @@ static int child_wait_ready(lab_process_t *proc, const bench_t *b, const char *p
             protobuf_c_message_free_unpacked(reply, NULL);
         if (st != NATOMIC_ENORESPONDERS && st != NATOMIC_ETIMEOUT)
             return 0; /* it answered; bench_check_refusal() checks what */
-        if (bench_client_should_stop())
+        if (bench_should_stop())
             return -1;
         if (bench_now_ns() >= until) {
             fprintf(stderr, "natomic-bench: %s did not answer within %d ms (last: %s)\n", program, READY_WAIT_MS,
@@ -656,13 +617,13 @@ static int measure(bench_t *b, server_kind_t kind, int round, figures_t *out)
     conversions_store_close(s.store);
     remove_database(db);
     if (child) {
-        if (rc != 0 && bench_client_stop_reason() == NULL)
+        if (rc != 0 && bench_stop_reason() == NULL)
             print_log_tail(log); /* a failure, not a stop: what the server said may tell why */
         if (unlink(log) != 0 && errno != ENOENT)
             fprintf(stderr, "natomic-bench: cannot remove %s: %s\n", log, strerror(errno));
     }
     if (rc != 0) {
-        const char *why = bench_client_stop_reason();
+        const char *why = bench_stop_reason();
         fprintf(stderr, "natomic-bench: round %d of %s %s\n", round, server_name[kind],
                 why != NULL ? "stopped early" : "failed");
         return -1;
@@ -680,12 +641,6 @@ static int measure(bench_t *b, server_kind_t kind, int round, figures_t *out)
 /* Report                                                              */
 /* ------------------------------------------------------------------ */
 
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Median of one field over the rounds; `field` is an offset into figures_t. */
 static double median_over_rounds(const figures_t *rounds, int n, size_t field)
 {
@@ -694,8 +649,7 @@ static double median_over_rounds(const figures_t *rounds, int n, size_t field)
         return NAN;
     for (int i = 0; i < n; i++)
         memcpy(&v[i], (const char *)&rounds[i] + field, sizeof v[i]);
-    qsort(v, (size_t)n, sizeof *v, compare_doubles);
-    double m = n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+    double m = bench_stats_median(v, n);
     free(v);
     return m;
 }
@@ -737,29 +691,6 @@ typedef struct verdict {
     bool throughput_resolved;
 } verdict_t;
 
-/* 1 - 2 P(Binomial(n, 1/2) <= k - 1): how often [x(k), x(n-k+1)] holds the median. */
-static double sign_interval_coverage(int n, int k)
-{
-    double p = ldexp(1.0, -n), tail = 0.0; /* p = C(n, j) / 2^n, from j = 0 */
-    for (int j = 0; j < k; j++) {
-        tail += p;
-        p = p * (double)(n - j) / (double)(j + 1);
-    }
-    return 1.0 - 2.0 * tail;
-}
-
-/* The sign-test interval of the median of v[0..n), n >= 2 (sorts v). */
-static void median_interval(double *v, int n, double *lo, double *hi, double *coverage)
-{
-    qsort(v, (size_t)n, sizeof *v, compare_doubles);
-    int k = 1;
-    while (k + 1 <= n / 2 && sign_interval_coverage(n, k + 1) >= 0.95)
-        k++;
-    *lo = v[k - 1];
-    *hi = v[n - k];
-    *coverage = sign_interval_coverage(n, k);
-}
-
 /* Fills the interval fields of `v` from the per-round ratios (nothing with one round). */
 static void judge_noise(verdict_t *v, const bench_t *b)
 {
@@ -777,8 +708,8 @@ static void judge_noise(verdict_t *v, const bench_t *b)
         lat[r] = cand->median_us / base->median_us;
         thr[r] = cand->calls_per_s / base->calls_per_s;
     }
-    median_interval(lat, n, &v->latency_lo, &v->latency_hi, &v->coverage);
-    median_interval(thr, n, &v->throughput_lo, &v->throughput_hi, &v->coverage);
+    bench_stats_median_interval(lat, n, &v->latency_lo, &v->latency_hi, &v->coverage);
+    bench_stats_median_interval(thr, n, &v->throughput_lo, &v->throughput_hi, &v->coverage);
     free(lat);
     free(thr);
     v->has_interval = true;
@@ -974,25 +905,16 @@ static int write_json(const bench_t *b, const verdict_t *main_v, const verdict_t
         }
         json_object_set_new(doc, "fault_points", fp);
     }
-    if (doc == NULL || fp == NULL || json_dump_file(doc, path, JSON_INDENT(2) | JSON_SORT_KEYS) != 0) {
-        fprintf(stderr, "natomic-bench: cannot write %s: %s\n", path,
-                doc == NULL || fp == NULL ? "out of memory" : strerror(errno));
+    if (fp == NULL) { /* out of memory: no document to write */
         json_decref(doc);
-        return -1;
+        doc = NULL;
     }
-    json_decref(doc);
-    return 0;
+    return bench_json_write(doc, PROGRAM, path);
 }
 
 /* ------------------------------------------------------------------ */
 /* The run                                                             */
 /* ------------------------------------------------------------------ */
-
-static void on_stop_signal(int sig)
-{
-    (void)sig;
-    bench_client_request_stop();
-}
 
 /* Connects the client and the event subscriber. 0, or -1 with a message. */
 static int connect_observers(bench_t *b)
@@ -1031,7 +953,7 @@ static int run_rounds(bench_t *b, const comparison_spec_t *spec, bool abba)
             order[1] = spec->base;
         }
         for (int i = 0; i < 2; i++) {
-            if (bench_client_should_stop())
+            if (bench_should_stop())
                 return -1;
             if (measure(b, order[i], r, &b->results[order[i]][r - 1]) != 0)
                 return -1;
@@ -1050,13 +972,7 @@ int main(int argc, char **argv)
 
     /* The services' start and stop lines would interleave with the progress. */
     setenv("NATOMIC_LOG", "warn", 0);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    bench_client_set_deadline(bench_now_ns() + (int64_t)b.opt.max_seconds * 1000000000);
+    bench_budget_start(b.opt.max_seconds);
 
     bool run_main = !b.opt.faults_only, run_faults = faults_comparable;
     if (!faults_comparable)
@@ -1135,8 +1051,8 @@ int main(int argc, char **argv)
     }
 
 out:
-    if (rc != 0 && bench_client_stop_reason() != NULL)
-        fprintf(stderr, "natomic-bench: run stopped: %s; no figures\n", bench_client_stop_reason());
+    if (rc != 0 && bench_stop_reason() != NULL)
+        fprintf(stderr, "natomic-bench: run stopped: %s; no figures\n", bench_stop_reason());
     natsSubscription_Destroy(b.event_sub);
     natsConnection_Destroy(b.event_nc);
     natsConnection_Destroy(b.client);

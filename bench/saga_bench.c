@@ -58,13 +58,9 @@
  * process would not start) or was stopped; 2 for bad options; 3 when it
  * completed but an invariant was broken or a recovery did not finish.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <libgen.h>
-#include <limits.h>
 #include <math.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,12 +69,17 @@
 
 #include <natomic.h>
 
+#include "bench_budget.h"
+#include "bench_json.h"
+#include "bench_options.h"
 #include "bench_stats.h"
 #include "saga_recovery.h"
 #include "saga_session.h"
 
 #define RECOVERY_TARGET_MS 1000.0 /* DESIGN §5: compensations done <= 1 s after the restart */
 #define STOCK_MARGIN 100          /* orders the seed covers beyond those planned            */
+
+#define PROGRAM "natomic-bench-saga" /* how its messages start */
 
 /*
  * Whether this build can crash orders on purpose: not when the project was
@@ -201,38 +202,6 @@ static void usage(FILE *f)
           f);
 }
 
-/* Parses a whole decimal integer in [min, max] into *out; false with a message otherwise. */
-static bool parse_count(int *out, const char *option, const char *text, int min, int max)
-{
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || v < min || v > max) {
-        fprintf(stderr, "natomic-bench-saga: %s needs a whole number from %d to %d, got '%s'\n", option, min, max,
-                text);
-        return false;
-    }
-    *out = (int)v;
-    return true;
-}
-
-/* Whether the JSON file can be written, checked before a long run rather than after it. */
-static bool json_path_writable(const char *path)
-{
-    char copy[PATH_MAX];
-    if (strlen(path) >= sizeof copy) {
-        fprintf(stderr, "natomic-bench-saga: --json path is too long\n");
-        return false;
-    }
-    strcpy(copy, path);
-    const char *dir = dirname(copy);
-    if (access(dir, W_OK) != 0) {
-        fprintf(stderr, "natomic-bench-saga: --json %s: cannot write in %s: %s\n", path, dir, strerror(errno));
-        return false;
-    }
-    return true;
-}
-
 enum {
     OPT_ROUNDS = 1000,
     OPT_CALLS,
@@ -269,59 +238,47 @@ static int parse_options(options_t *opt, int argc, char **argv)
         bool ok = true;
         switch (c) {
         case OPT_ROUNDS:
-            ok = parse_count(&opt->rounds, "--rounds", optarg, 1, 100);
+            ok = bench_option_count(&opt->rounds, PROGRAM, "--rounds", optarg, 1, 100);
             break;
         case OPT_CALLS:
-            ok = parse_count(&opt->calls, "--calls", optarg, 1, 1000000);
+            ok = bench_option_count(&opt->calls, PROGRAM, "--calls", optarg, 1, 1000000);
             break;
         case OPT_WARMUP:
-            ok = parse_count(&opt->warmup, "--warmup", optarg, 0, 1000000);
+            ok = bench_option_count(&opt->warmup, PROGRAM, "--warmup", optarg, 0, 1000000);
             break;
         case OPT_THROUGHPUT_CALLS:
-            ok = parse_count(&opt->throughput_calls, "--throughput-calls", optarg, 1, 1000000);
+            ok = bench_option_count(&opt->throughput_calls, PROGRAM, "--throughput-calls", optarg, 1, 1000000);
             break;
         case OPT_CONCURRENCY:
-            ok = parse_count(&opt->concurrency, "--concurrency", optarg, 1, 256);
+            ok = bench_option_count(&opt->concurrency, PROGRAM, "--concurrency", optarg, 1, 256);
             break;
         case OPT_RECOVERY:
-            ok = parse_count(&opt->recovery, "--recovery", optarg, 1, 1000);
+            ok = bench_option_count(&opt->recovery, PROGRAM, "--recovery", optarg, 1, 1000);
             break;
         case OPT_RECOVERY_ONLY:
             opt->recovery_only = true;
             break;
         case OPT_MAX_SECONDS:
-            ok = parse_count(&opt->max_seconds, "--max-seconds", optarg, 1, 24 * 3600);
+            ok = bench_option_count(&opt->max_seconds, PROGRAM, "--max-seconds", optarg, 1, 24 * 3600);
             break;
         case OPT_JSON:
-            if (*optarg == '\0') {
-                fprintf(stderr, "natomic-bench-saga: --json needs a file name\n");
-                ok = false;
-            }
-            opt->json = optarg;
+            ok = bench_option_json(&opt->json, PROGRAM, optarg);
             break;
         case 'h':
             usage(stdout);
             return 1;
-        case ':':
-            fprintf(stderr, "natomic-bench-saga: %s needs a value (see --help)\n", argv[optind - 1]);
-            ok = false;
-            break;
-        default:
-            fprintf(stderr, "natomic-bench-saga: unknown option '%s' (see --help)\n", argv[optind - 1]);
+        default: /* ':' a value missing, '?' an unknown option */
+            bench_option_complain(PROGRAM, c, argv);
             ok = false;
             break;
         }
         if (!ok)
             return 2;
     }
-    if (optind < argc) {
-        fprintf(stderr, "natomic-bench-saga: unexpected argument '%s' (see --help)\n", argv[optind]);
+    if (!bench_options_finish(PROGRAM, argc, argv, opt->json))
         return 2;
-    }
     if (opt->recovery < 0)
         opt->recovery = opt->recovery_only ? 20 : 0;
-    if (opt->json != NULL && !json_path_writable(opt->json))
-        return 2;
     return 0;
 }
 
@@ -342,10 +299,10 @@ static int measure(bench_t *b, saga_mode_t mode, int round, figures_t *out)
     const options_t *o = &b->opt;
     figures_t f;
     memset(&f, 0, sizeof f);
-    int64_t t0 = saga_now_ns();
+    int64_t t0 = bench_now_ns();
     long long planned = 2LL * o->warmup + o->calls + o->throughput_calls + STOCK_MARGIN;
     saga_session_t *s = NULL;
-    saga_latency_t lat = {0};
+    bench_latency_t lat = {0};
     int rc = saga_session_start(&s, mode == MODE_DURABLE, NULL);
     if (rc == 0)
         rc = saga_session_seed(s, planned * SAGA_QTY, planned * SAGA_AMOUNT);
@@ -365,17 +322,17 @@ static int measure(bench_t *b, saga_mode_t mode, int round, figures_t *out)
         report_broken(&f.throughput_check, mode, round, "throughput");
         saga_session_print_logs(s, 20);
     }
-    if (rc != 0 && s != NULL && saga_stop_reason() == NULL)
+    if (rc != 0 && s != NULL && bench_stop_reason() == NULL)
         saga_session_print_logs(s, 20);
     saga_session_stop(s);
     if (rc != 0) {
         fprintf(stderr, "natomic-bench-saga: round %d of %s mode %s\n", round, mode_name[mode],
-                saga_stop_reason() != NULL ? "stopped early" : "failed");
+                bench_stop_reason() != NULL ? "stopped early" : "failed");
         return -1;
     }
     f.median_us = lat.median_us;
     f.p99_us = lat.p99_us;
-    f.seconds = (double)(saga_now_ns() - t0) / 1e9;
+    f.seconds = (double)(bench_now_ns() - t0) / 1e9;
     bool ok = f.latency_check.ok && f.throughput_check.ok;
     fprintf(stderr,
             "  round %d/%d  %-7s  median %8.1f µs   p99 %8.1f µs   %7.1f sagas/s   invariants %s   (%.1f s)\n", round,
@@ -389,7 +346,7 @@ static int run_rounds(bench_t *b)
 {
     for (int r = 1; r <= b->opt.rounds; r++) {
         for (int m = 0; m < MODE_COUNT; m++) {
-            if (saga_should_stop())
+            if (bench_should_stop())
                 return -1;
             if (measure(b, (saga_mode_t)m, r, &b->results[m][r - 1]) != 0)
                 return -1;
@@ -617,12 +574,12 @@ static void print_recovery(const bench_t *b, const recovery_summary_t *s)
 static int run_recovery(bench_t *b)
 {
     for (int i = 0; i < b->opt.recovery; i++) {
-        if (saga_should_stop())
+        if (bench_should_stop())
             return -1;
         saga_recovery_run_t *r = &b->recovery[i];
         if (saga_recovery_measure(r) != 0) {
             fprintf(stderr, "natomic-bench-saga: recovery run %d %s\n", i + 1,
-                    saga_stop_reason() != NULL ? "stopped early" : "failed");
+                    bench_stop_reason() != NULL ? "stopped early" : "failed");
             return -1;
         }
         b->recovery_done = i + 1;
@@ -735,14 +692,7 @@ static int write_json(const bench_t *b, const verdict_t *v, const recovery_summa
         json_object_set_new(doc, "recovery", recovery_json(b, s));
     if (doc != NULL && s == NULL && o->recovery > 0 && !recovery_possible)
         json_object_set_new(doc, "recovery", json_pack("{s:s}", "skipped", RECOVERY_SKIPPED_WHY));
-    if (doc == NULL || json_dump_file(doc, path, JSON_INDENT(2) | JSON_SORT_KEYS) != 0) {
-        fprintf(stderr, "natomic-bench-saga: cannot write %s: %s\n", path,
-                doc == NULL ? "out of memory" : strerror(errno));
-        json_decref(doc);
-        return -1;
-    }
-    json_decref(doc);
-    return 0;
+    return bench_json_write(doc, PROGRAM, path);
 }
 
 /* ------------------------------------------------------------------ */
@@ -771,12 +721,6 @@ static void print_machine(const bench_t *b)
         printf("  (more runnable work than CPUs: other programs shared the machine; expect noise)\n");
 }
 
-static void on_stop_signal(int sig)
-{
-    (void)sig;
-    saga_request_stop();
-}
-
 int main(int argc, char **argv)
 {
     bench_t b;
@@ -787,13 +731,7 @@ int main(int argc, char **argv)
 
     /* The services inherit it: their info lines would cost time in the measured calls. */
     setenv("NATOMIC_LOG", "warn", 0);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    saga_set_deadline(saga_now_ns() + (int64_t)b.opt.max_seconds * 1000000000);
+    bench_budget_start(b.opt.max_seconds);
     read_load(b.load_start);
 
     bool run_cost = !b.opt.recovery_only;
@@ -856,8 +794,8 @@ int main(int argc, char **argv)
     }
 
 out:
-    if (rc == 1 && saga_stop_reason() != NULL)
-        fprintf(stderr, "natomic-bench-saga: run stopped: %s; no figures\n", saga_stop_reason());
+    if (rc == 1 && bench_stop_reason() != NULL)
+        fprintf(stderr, "natomic-bench-saga: run stopped: %s; no figures\n", bench_stop_reason());
     for (int m = 0; m < MODE_COUNT; m++)
         free(b.results[m]);
     free(b.recovery);

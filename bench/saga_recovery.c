@@ -55,6 +55,7 @@
 
 #include <natomic.h>
 
+#include "bench_budget.h"
 #include "saga_session.h"
 #include "supervisor.h"
 
@@ -93,7 +94,7 @@ static void on_recovery(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 {
     (void)nc;
     (void)sub;
-    int64_t now = saga_now_ns();
+    int64_t now = bench_now_ns();
     watch_t *w = closure;
     json_error_t jerr;
     json_t *doc = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0, &jerr);
@@ -157,20 +158,20 @@ static void *watcher_main(void *arg)
     int64_t deadline = w->deadline_ns;
     pthread_mutex_unlock(&w->mu);
     bool pinged = false, restored = false, abandon = false;
-    while (!(pinged && restored) && !abandon && saga_now_ns() < deadline && !saga_should_stop()) {
+    while (!(pinged && restored) && !abandon && bench_now_ns() < deadline && !bench_should_stop()) {
         if (!pinged && orders_answers_ping(w->nc)) {
             pinged = true;
             pthread_mutex_lock(&w->mu);
-            w->ping_ns = saga_now_ns();
+            w->ping_ns = bench_now_ns();
             pthread_mutex_unlock(&w->mu);
         }
         if (!restored && state_restored(w)) {
             restored = true;
             pthread_mutex_lock(&w->mu);
-            w->restored_ns = saga_now_ns();
+            w->restored_ns = bench_now_ns();
             pthread_mutex_unlock(&w->mu);
         }
-        saga_sleep_ms(POLL_MS);
+        bench_sleep_ms(POLL_MS);
         pthread_mutex_lock(&w->mu);
         abandon = w->abandon;
         pthread_mutex_unlock(&w->mu);
@@ -182,19 +183,13 @@ static void *watcher_main(void *arg)
 /* One run                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Appends "; text" to out->note. */
+/* Appends "; text" (or "text") to out->note. */
 static void note(saga_recovery_run_t *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note(saga_recovery_run_t *out, const char *fmt, ...)
 {
-    size_t used = strlen(out->note);
-    if (used > 0 && used + 2 < sizeof out->note) {
-        memcpy(out->note + used, "; ", 3);
-        used += 2;
-    }
     va_list ap;
     va_start(ap, fmt);
-    if (used < sizeof out->note)
-        vsnprintf(out->note + used, sizeof out->note - used, fmt, ap);
+    saga_note_vappend(out->note, sizeof out->note, fmt, ap);
     va_end(ap);
 }
 
@@ -213,7 +208,7 @@ static int wait_orders_dead(saga_session_t *s)
         return -1;
     }
     pid_t pid = orders->proc.pid;
-    int64_t until = saga_now_ns() + (int64_t)DEATH_WAIT_MS * 1000000;
+    int64_t until = bench_now_ns() + (int64_t)DEATH_WAIT_MS * 1000000;
     for (;;) {
         siginfo_t si;
         memset(&si, 0, sizeof si);
@@ -231,15 +226,15 @@ static int wait_orders_dead(saga_session_t *s)
                     si.si_code, si.si_status);
             return -1;
         }
-        if (saga_now_ns() >= until || saga_should_stop()) {
-            if (!saga_should_stop())
+        if (bench_now_ns() >= until || bench_should_stop()) {
+            if (!bench_should_stop())
                 fprintf(stderr,
                         "natomic-bench-saga: orders (pid %d) still runs %d ms after the call that should have "
                         "crashed it\n",
                         (int)pid, DEATH_WAIT_MS);
             return -1;
         }
-        saga_sleep_ms(1);
+        bench_sleep_ms(1);
     }
 }
 
@@ -283,13 +278,13 @@ static int restart_watched(saga_session_t *s, watch_t *w, saga_recovery_run_t *o
         return -1;
     }
     pthread_mutex_lock(&w->mu);
-    w->t0_ns = saga_now_ns();
+    w->t0_ns = bench_now_ns();
     w->deadline_ns = w->t0_ns + (int64_t)RECOVERY_WAIT_MS * 1000000;
     w->go = true;
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->mu);
     int rc = supervisor_restart(saga_session_supervisor(s), "orders");
-    int64_t restart_ns = saga_now_ns();
+    int64_t restart_ns = bench_now_ns();
     if (rc != 0) {
         pthread_mutex_lock(&w->mu);
         w->abandon = true;
@@ -300,7 +295,7 @@ static int restart_watched(saga_session_t *s, watch_t *w, saga_recovery_run_t *o
 
     /* "ended" may come after the state is back: wait for it within the same bound. */
     pthread_mutex_lock(&w->mu);
-    while (rc == 0 && w->ended_ns == 0 && saga_now_ns() < w->deadline_ns && !saga_should_stop()) {
+    while (rc == 0 && w->ended_ns == 0 && bench_now_ns() < w->deadline_ns && !bench_should_stop()) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 10 * 1000000L;
@@ -382,13 +377,13 @@ int saga_recovery_measure(saga_recovery_run_t *out)
         rc = crash_orders(s);
     if (rc == 0)
         rc = restart_watched(s, &w, &r);
-    if (rc == 0 && !saga_should_stop())
+    if (rc == 0 && !bench_should_stop())
         rc = judge_recovery(s, &r);
-    if (rc == 0 && saga_should_stop())
+    if (rc == 0 && bench_should_stop())
         rc = -1;
     if (rc == 0 && !r.recovered)
         saga_session_print_logs(s, 30);
-    if (rc != 0 && saga_stop_reason() == NULL)
+    if (rc != 0 && bench_stop_reason() == NULL)
         saga_session_print_logs(s, 20);
     r.measured = rc == 0;
 

@@ -35,21 +35,17 @@
  *
  * Failures: start and seed failures return -1 after a message and leave
  * nothing running; a failed call is reported with its kind, type and
- * message. Every wait is bounded by a time and by saga_should_stop().
+ * message. Every wait is bounded by a time and by bench_should_stop().
  */
 #include "saga_session.h"
 
-#include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "bench_stats.h"
+#include "bench_budget.h"
 #include "inventory.pb-c.h"
 #include "notifications.pb-c.h"
 #include "orders.pb-c.h"
@@ -88,52 +84,6 @@ struct saga_session {
     strings_t event_orders;   /* its order id ("" if undecodable)     */
     long long restocked, deposited;
 };
-
-/* ------------------------------------------------------------------ */
-/* The run's budget                                                    */
-/* ------------------------------------------------------------------ */
-
-static volatile sig_atomic_t stop_requested;
-static _Atomic int64_t deadline_ns;
-
-void saga_request_stop(void)
-{
-    stop_requested = 1;
-}
-
-void saga_set_deadline(int64_t when_ns)
-{
-    atomic_store(&deadline_ns, when_ns);
-}
-
-int64_t saga_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-bool saga_should_stop(void)
-{
-    if (stop_requested)
-        return true;
-    int64_t d = atomic_load(&deadline_ns);
-    return d != 0 && saga_now_ns() >= d;
-}
-
-const char *saga_stop_reason(void)
-{
-    if (stop_requested)
-        return "interrupted by a signal";
-    return saga_should_stop() ? "time budget (--max-seconds) spent" : NULL;
-}
-
-void saga_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 /* ------------------------------------------------------------------ */
 /* Strings                                                             */
@@ -262,8 +212,8 @@ int saga_session_start(saga_session_t **out, bool durable, const char *orders_fa
     s->sv.durable = durable;
     for (size_t i = 0; i < N_SAGA_SERVICES; i++) {
         const char *faults = strcmp(saga_services[i], "orders") == 0 ? orders_faults : NULL;
-        if (saga_should_stop() || supervisor_add_service(&s->sv, saga_services[i], 1, faults) != 0) {
-            if (!saga_should_stop())
+        if (bench_should_stop() || supervisor_add_service(&s->sv, saga_services[i], 1, faults) != 0) {
+            if (!bench_should_stop())
                 saga_session_print_logs(s, 20);
             saga_session_stop(s);
             return -1;
@@ -407,118 +357,22 @@ static int order_or_complain(saga_session_t *s, natsConnection *nc)
     return -1;
 }
 
-int saga_session_latency(saga_session_t *s, int warmup, int calls, saga_latency_t *out)
+/* bench_call_fn: one measured order on the session `arg`'s client connection (every order is alike: `i` unused). */
+static int order_call(void *arg, int i)
 {
-    if (calls < 1)
-        return -1;
-    double *us = malloc((size_t)calls * sizeof *us);
-    if (us == NULL) {
-        fprintf(stderr, "natomic-bench-saga: out of memory for %d samples\n", calls);
-        return -1;
-    }
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < warmup; i++)
-        if (saga_should_stop() || order_or_complain(s, s->client) != 0)
-            rc = -1;
-    for (int i = 0; rc == 0 && i < calls; i++) {
-        if (saga_should_stop()) {
-            rc = -1;
-            break;
-        }
-        int64_t t0 = saga_now_ns();
-        if (order_or_complain(s, s->client) != 0)
-            rc = -1;
-        us[i] = (double)(saga_now_ns() - t0) / 1000.0;
-    }
-    if (rc == 0) {
-        bench_stats_sort(us, calls);
-        out->median_us = bench_stats_percentile(us, calls, 50.0);
-        out->p99_us = bench_stats_percentile(us, calls, 99.0);
-    }
-    free(us);
-    return rc;
+    (void)i;
+    saga_session_t *s = arg;
+    return order_or_complain(s, s->client);
 }
 
-/* Shared by the threads of one throughput phase. */
-typedef struct load {
-    saga_session_t *s;
-    int total;
-    atomic_int next;
-    atomic_bool failed;
-    pthread_mutex_t mu; /* guards `go`: the common start */
-    pthread_cond_t cond;
-    bool go;
-} load_t;
-
-static void *client_main(void *arg)
+int saga_session_latency(saga_session_t *s, int warmup, int calls, bench_latency_t *out)
 {
-    load_t *load = arg;
-    pthread_mutex_lock(&load->mu);
-    while (!load->go)
-        pthread_cond_wait(&load->cond, &load->mu);
-    pthread_mutex_unlock(&load->mu);
-    while (!atomic_load(&load->failed)) {
-        if (saga_should_stop()) {
-            atomic_store(&load->failed, true);
-            break;
-        }
-        if (atomic_fetch_add(&load->next, 1) >= load->total)
-            break;
-        if (order_or_complain(load->s, load->s->client) != 0)
-            atomic_store(&load->failed, true);
-    }
-    return NULL;
-}
-
-/* `total` orders from `clients` threads; the seconds they took, or a negative value on failure. */
-static double run_load(saga_session_t *s, int clients, int total)
-{
-    load_t load = {.s = s, .total = total, .go = false};
-    atomic_init(&load.next, 0);
-    atomic_init(&load.failed, false);
-    pthread_t *threads = calloc((size_t)clients, sizeof *threads);
-    if (threads == NULL) {
-        fprintf(stderr, "natomic-bench-saga: out of memory for %d clients\n", clients);
-        return -1.0;
-    }
-    pthread_mutex_init(&load.mu, NULL);
-    pthread_cond_init(&load.cond, NULL);
-    int started = 0;
-    for (; started < clients; started++)
-        if (pthread_create(&threads[started], NULL, client_main, &load) != 0)
-            break;
-    if (started < clients) {
-        /* The ones already waiting are released into a failed run and leave at once. */
-        fprintf(stderr, "natomic-bench-saga: could start only %d of %d client threads\n", started, clients);
-        atomic_store(&load.failed, true);
-    }
-    pthread_mutex_lock(&load.mu);
-    load.go = true;
-    pthread_cond_broadcast(&load.cond);
-    int64_t t0 = saga_now_ns();
-    pthread_mutex_unlock(&load.mu);
-    for (int i = 0; i < started; i++)
-        pthread_join(threads[i], NULL);
-    int64_t t1 = saga_now_ns();
-    free(threads);
-    pthread_cond_destroy(&load.cond);
-    pthread_mutex_destroy(&load.mu);
-    if (atomic_load(&load.failed))
-        return -1.0;
-    return (double)(t1 - t0) / 1e9;
+    return bench_load_latency(out, "natomic-bench-saga", order_call, s, warmup, calls);
 }
 
 int saga_session_throughput(saga_session_t *s, int clients, int warmup, int calls, double *sagas_per_s)
 {
-    if (clients < 1 || calls < 1)
-        return -1;
-    if (warmup > 0 && run_load(s, clients, warmup) < 0)
-        return -1;
-    double seconds = run_load(s, clients, calls);
-    if (seconds < 0)
-        return -1;
-    *sagas_per_s = seconds > 0 ? (double)calls / seconds : 0.0;
-    return 0;
+    return bench_load_throughput(sagas_per_s, "natomic-bench-saga", order_call, s, clients, warmup, calls);
 }
 
 /* ------------------------------------------------------------------ */
@@ -587,19 +441,24 @@ static int notification_count(saga_session_t *s, long long *count)
 /* The checks                                                          */
 /* ------------------------------------------------------------------ */
 
+void saga_note_vappend(char *note, size_t cap, const char *fmt, va_list ap)
+{
+    size_t used = strlen(note);
+    if (used > 0 && used + 2 < cap) {
+        memcpy(note + used, "; ", 3);
+        used += 2;
+    }
+    if (used < cap)
+        vsnprintf(note + used, cap - used, fmt, ap);
+}
+
 /* Appends "; what" (or "what") to c->failed. */
 static void failed(saga_check_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void failed(saga_check_t *c, const char *fmt, ...)
 {
-    size_t used = strlen(c->failed);
-    if (used > 0 && used + 2 < sizeof c->failed) {
-        memcpy(c->failed + used, "; ", 3);
-        used += 2;
-    }
     va_list ap;
     va_start(ap, fmt);
-    if (used < sizeof c->failed)
-        vsnprintf(c->failed + used, sizeof c->failed - used, fmt, ap);
+    saga_note_vappend(c->failed, sizeof c->failed, fmt, ap);
     va_end(ap);
 }
 
@@ -610,7 +469,7 @@ static int check_orders(saga_session_t *s)
     size_t from = s->orders_checked, to = s->orders.count;
     pthread_mutex_unlock(&s->mu);
     for (size_t i = from; i < to; i++) {
-        if (saga_should_stop())
+        if (bench_should_stop())
             return -1;
         pthread_mutex_lock(&s->mu);
         char id[SAGA_ORDER_ID_CAP];
@@ -683,11 +542,11 @@ int saga_session_check(saga_session_t *s, saga_check_t *out)
     pthread_mutex_unlock(&s->mu);
 
     /* Events first: they are on their way while the rest is asked. */
-    int64_t until = saga_now_ns() + (int64_t)EVENT_WAIT_MS * 1000000;
-    while (saga_session_events_heard(s) < c.orders && saga_now_ns() < until && !saga_should_stop())
-        saga_sleep_ms(5);
+    int64_t until = bench_now_ns() + (int64_t)EVENT_WAIT_MS * 1000000;
+    while (saga_session_events_heard(s) < c.orders && bench_now_ns() < until && !bench_should_stop())
+        bench_sleep_ms(5);
     natsConnection_FlushTimeout(s->event_nc, 1000);
-    saga_sleep_ms(EVENT_SETTLE_MS);
+    bench_sleep_ms(EVENT_SETTLE_MS);
 
     if (saga_session_stock(s, s->client, &c.available, &c.reserved, true) != 0 ||
         saga_session_balance(s, s->client, &c.balance, &c.charged, true) != 0 || check_orders(s) != 0 ||
@@ -711,13 +570,13 @@ int saga_session_check(saga_session_t *s, saga_check_t *out)
         c.notified_ok = true;
         c.notifications = -1; /* not checked: the list would not fit in one NATS message */
     } else {
-        until = saga_now_ns() + (int64_t)NOTIFY_WAIT_MS * 1000000;
+        until = bench_now_ns() + (int64_t)NOTIFY_WAIT_MS * 1000000;
         for (;;) {
             if (notification_count(s, &c.notifications) != 0)
                 return -1;
-            if (c.notifications >= c.orders || saga_now_ns() >= until || saga_should_stop())
+            if (c.notifications >= c.orders || bench_now_ns() >= until || bench_should_stop())
                 break;
-            saga_sleep_ms(50);
+            bench_sleep_ms(50);
         }
         c.notified_ok = c.notifications == c.orders;
         if (!c.notified_ok)

@@ -14,12 +14,14 @@
 #define SAGA_SESSION_H
 
 #include <nats/nats.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <natomic.h>
 
+#include "bench_load.h"
 #include "supervisor.h"
 
 #define SAGA_SKU "book"
@@ -29,12 +31,6 @@
 #define SAGA_ORDER_ID_CAP 96
 
 typedef struct saga_session saga_session_t;
-
-/* Latency of sequential create_order calls, microseconds. */
-typedef struct saga_latency {
-    double median_us;
-    double p99_us;
-} saga_latency_t;
 
 /*
  * The invariants after a measurement, read from outside: get_stock,
@@ -57,20 +53,6 @@ typedef struct saga_check {
     long long notifications;
     char failed[768];          /* "" when ok                                                  */
 } saga_check_t;
-
-/*
- * Run budget shared by everything the benchmark does: a stop asked for by
- * a signal handler (async-signal-safe), or a deadline on CLOCK_MONOTONIC.
- */
-void saga_request_stop(void);
-void saga_set_deadline(int64_t deadline_ns); /* 0: none */
-bool saga_should_stop(void);
-/* "interrupted by a signal", "time budget (--max-seconds) spent", or NULL while the run may go on. */
-const char *saga_stop_reason(void);
-/* CLOCK_MONOTONIC in nanoseconds. */
-int64_t saga_now_ns(void);
-/* Sleeps `ms` milliseconds (resumes after signals). */
-void saga_sleep_ms(int ms);
 
 /*
  * Starts NATS and inventory, payments, orders, notifications through the
@@ -105,10 +87,10 @@ natomic_status_t saga_session_order(saga_session_t *s, natsConnection *nc, int64
 
 /*
  * `warmup` untimed orders, then `calls` sequential orders each timed
- * alone. 0 with *out filled, or -1 (message on stderr) at the first
- * failed call or a stop.
+ * alone (bench_load.h). 0 with *out filled, or -1 (message on stderr) at
+ * the first failed call or a stop.
  */
-int saga_session_latency(saga_session_t *s, int warmup, int calls, saga_latency_t *out);
+int saga_session_latency(saga_session_t *s, int warmup, int calls, bench_latency_t *out);
 
 /*
  * `clients` threads on the client connection make `warmup` untimed
@@ -136,5 +118,12 @@ int saga_session_order_status(saga_session_t *s, const char *order_id, char *sta
 
 /* order_created events heard so far, copies included. */
 long long saga_session_events_heard(saga_session_t *s);
+
+/*
+ * Appends the formatted text to the NUL-terminated note[cap], after "; "
+ * when the note is not empty; what does not fit is cut. The way
+ * saga_check_t.failed and saga_recovery_run_t.note collect what went wrong.
+ */
+void saga_note_vappend(char *note, size_t cap, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 
 #endif

@@ -11,8 +11,10 @@
  *   2. INSERT the order 'pending'    rollback: mark it 'cancelled'
  *   3. inventory.reserve             rollback: inventory.release
  *   4. payments.charge               rollback: payments.refund
- *   5. UPDATE the order 'confirmed'
- *   6. order_created                 dispatched after the call succeeded
+ *   5. UPDATE the order 'confirmed'  with the event and the decision, in
+ *                                    one transaction (natomic_durable_commit)
+ *   6. order_created                 registered before step 5 commits,
+ *                                    published after the call succeeded
  *
  * Every rollback command is registered BEFORE the step it undoes
  * (natomic_saga_step registers the compensation, then sends the forward

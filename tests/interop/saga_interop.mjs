@@ -3,7 +3,9 @@
 // notifications. Three orders (confirmed, payment declined, out of stock)
 // with their replies and error headers, stock and money conserved, exactly
 // one order_created and one notification, and the barrier's answers to a
-// duplicate action, a compensation before its action and the late action.
+// duplicate action, a compensation before its action and the late action;
+// then an idempotency key retried, and the EVENTS stream of durable mode
+// (the services run in durable mode, their default).
 // Prints TAP; run by `meson test --suite interop` through
 // `natomic-lab with -- node saga_interop.mjs PROTO_DIR`.
 import { connect, headers } from "nats";
@@ -40,14 +42,16 @@ const toObj = (type, bytes) => type.toObject(type.decode(bytes), { longs: Number
 const hdr = (m, k) => (m.headers ? m.headers.get(k) : "");
 
 // Calls subject with a plain object; returns { m, ok, reply, code, type, message }.
-async function call(subject, fields, tx) {
+// `key`: a Natomic-Idempotency-Key.
+async function call(subject, fields, tx, key) {
   const [reqName, repName] = methods[subject];
   const Req = T(reqName);
   assert.equal(Req.verify(fields), null, `request for ${subject}`);
   const opts = { timeout: 10000 };
-  if (tx) {
+  if (tx || key) {
     opts.headers = headers();
-    opts.headers.set("Natomic-Tx", tx);
+    if (tx) opts.headers.set("Natomic-Tx", tx);
+    if (key) opts.headers.set("Natomic-Idempotency-Key", key);
   }
   const m = await nc.request(subject, Req.encode(Req.fromObject(fields)).finish(), opts);
   const code = hdr(m, "Nats-Service-Error-Code");
@@ -55,13 +59,13 @@ async function call(subject, fields, tx) {
     return { m, ok: false, code, type: hdr(m, "Natomic-Error-Type"), message: hdr(m, "Nats-Service-Error") };
   return { m, ok: true, reply: toObj(T(repName), m.data) };
 }
-async function ok(subject, fields, tx) {
-  const r = await call(subject, fields, tx);
+async function ok(subject, fields, tx, key) {
+  const r = await call(subject, fields, tx, key);
   assert.ok(r.ok, `${subject}: expected success, got ${r.code} ${r.type}: ${r.message}`);
   return r;
 }
-async function fails(subject, fields, code, type, tx) {
-  const r = await call(subject, fields, tx);
+async function fails(subject, fields, code, type, tx, key) {
+  const r = await call(subject, fields, tx, key);
   assert.ok(!r.ok, `${subject}: expected ${code} ${type}, got success ${JSON.stringify(r.reply)}`);
   assert.equal(r.code, code, `${subject}: code (${r.type}: ${r.message})`);
   assert.equal(r.type, type, `${subject}: type (${r.message})`);
@@ -255,6 +259,40 @@ await check("bad input and unknown orders: 400 InvalidRequest, 422 UnknownOrder"
   assert.equal(hdr(r.m, "Natomic-Rollback"), "none");
   await fails("orders.get_order", { order_id: `ord-nope-${run}` }, "422", "UnknownOrder");
   assert.deepEqual(await stock(sku), { sku, available: 3, reserved: 2 });
+});
+
+await check("Natomic-Idempotency-Key: a retry replays the first order (Natomic-Replayed), runs nothing; another body under the key is refused", async () => {
+  const pen = `pen-${run}`, cy = `cy-${run}`, key = `checkout-${run}`;
+  await ok("inventory.restock", { sku: pen, qty: 4 });
+  await ok("payments.deposit", { customer: cy, amount: 1000 });
+  const first = await ok("orders.create_order", { customer: cy, sku: pen, qty: 1, amount: 250 }, undefined, key);
+  assert.equal(first.reply.status, "confirmed");
+  assert.equal(hdr(first.m, "Natomic-Replayed"), "");
+  const again = await ok("orders.create_order", { customer: cy, sku: pen, qty: 1, amount: 250 }, undefined, key);
+  assert.equal(hdr(again.m, "Natomic-Replayed"), "true");
+  assert.deepEqual(again.reply, first.reply);
+  assert.equal(hdr(again.m, "Natomic-Tx"), hdr(first.m, "Natomic-Tx"));
+  assert.deepEqual(await stock(pen), { sku: pen, available: 3, reserved: 1 });
+  assert.deepEqual(await balance(cy), { customer: cy, balance: 750, charged: 250 });
+  const other = await fails("orders.create_order", { customer: cy, sku: pen, qty: 2, amount: 500 }, "400",
+    "IdempotencyKeyReused", undefined, key);
+  assert.match(other.message, /was used for another create_order request/);
+  assert.deepEqual(await stock(pen), { sku: pen, available: 3, reserved: 1 });
+});
+
+await check("durable mode from outside: the EVENTS stream holds each order_created once, with its Nats-Msg-Id", async () => {
+  // Two confirmed orders in this run: the first one and the idempotent one.
+  for (let i = 0; i < 40 && events.length < 2; i++) await sleep(50);
+  const ids = new Set(events.map((e) => hdr(e.m, "Nats-Msg-Id")));
+  assert.equal(ids.size, 2, `distinct order_created ids seen: ${[...ids].join(", ")}`);
+  const jsm = await nc.jetstreamManager();
+  const si = await jsm.streams.info("EVENTS", { subjects_filter: "events.orders.order_created" });
+  assert.deepEqual(si.config.subjects, ["events.>"]);
+  // `natomic-lab with` starts a fresh server: the stream holds this run's events only.
+  const inStream = si.state.subjects ? si.state.subjects["events.orders.order_created"] : si.state.messages;
+  assert.equal(inStream, ids.size, "order_created messages in EVENTS");
+  const last = await jsm.streams.getMessage("EVENTS", { last_by_subj: "events.orders.order_created" });
+  assert.ok(ids.has(last.header.get("Nats-Msg-Id")), "the stream's last order_created is one the tap saw");
 });
 
 await check("$SRV.INFO names each method's protobuf types as proto/ does", async () => {
