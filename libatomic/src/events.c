@@ -1,6 +1,5 @@
 /*
- * events.c -- commands that talk to NATS: publishing an event after
- * commit, calling a compensation in another service, and dead letters.
+ * events.c -- publishing an event after commit, and dead letters.
  *
  * An event is packed when it is registered, so the handler's message can
  * be freed at once, and gets its id then: every retry publishes the same
@@ -12,11 +11,6 @@
  * change): the dispatch command publishes it to the EVENTS stream, waits
  * for the ack, then deletes its row; one that cannot be published is not
  * dead-lettered but left to the relay (outbox.c).
- *
- * A compensation is a request to another service (natomic_rollback_request,
- * the saga step) or a named command of this one (natomic_rollback_append_
- * durable): both are a natomic_comp_t run by natomic__comp_run, which is
- * what the saga log can write down and recovery can rebuild.
  *
  * A dead letter is a JSON document on "natomic.deadletter.<service>":
  * one per command that failed every attempt, with the transaction, the
@@ -30,8 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COMPENSATION_TIMEOUT_MS 5000
-#define MAX_DURABLE_PAYLOAD (64 * 1024)
 
 static void event_free(void *p)
 {
@@ -114,139 +106,6 @@ NATOMIC_API natomic_status_t natomic_dispatch_event(natomic_ctx_t *ctx, const ch
     char name[96];
     snprintf(name, sizeof name, "publish %s", type);
     return natomic_dispatch_append(ctx, name, publish_event, e, event_free);
-}
-
-/* ---- compensations ------------------------------------------------------ */
-
-natomic_comp_t *natomic__comp_new(natomic_comp_kind_t kind, const char *target, const char *branch,
-                                  const void *data, size_t len)
-{
-    natomic_comp_t *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return NULL;
-    c->kind = kind;
-    natomic__copy(kind == NATOMIC_COMP_REMOTE ? c->subject : c->command,
-                  kind == NATOMIC_COMP_REMOTE ? sizeof c->subject : sizeof c->command, target);
-    natomic__copy(c->branch, sizeof c->branch, branch);
-    c->data = malloc(len > 0 ? len : 1);
-    if (c->data == NULL) {
-        free(c);
-        return NULL;
-    }
-    if (len > 0)
-        memcpy(c->data, data, len);
-    c->len = len;
-    return c;
-}
-
-void natomic__comp_free(void *p)
-{
-    natomic_comp_t *c = p;
-    if (c != NULL)
-        free(c->data);
-    free(c);
-}
-
-/* Calls the compensation; OK only on a success reply. */
-static natomic_status_t call_remote(natomic_ctx_t *ctx, const natomic_comp_t *c)
-{
-    if (ctx->nc == NULL)
-        return NATOMIC_ESTATE;
-    natsMsg *reply = NULL;
-    /* A compensation runs whatever the call's deadline: it often runs because the deadline passed. */
-    natomic_status_t st = natomic__request_bytes(&reply, ctx->nc, ctx, c->subject, c->data, c->len,
-                                                 COMPENSATION_TIMEOUT_MS, c->branch);
-    if (st != NATOMIC_OK)
-        return st;
-    natomic_call_info_t info;
-    if (natomic__read_reply_headers(reply, &info)) {
-        natomic__log(NATOMIC_LOG_WARN, ctx->service_name, "compensation %s answered %d %s: %s", c->subject,
-                     info.code, info.type, info.message);
-        st = info.kind;
-    }
-    natsMsg_Destroy(reply);
-    return st;
-}
-
-natomic_status_t natomic__comp_run(natomic_ctx_t *ctx, void *arg)
-{
-    natomic_comp_t *c = arg;
-    if (c->kind == NATOMIC_COMP_REMOTE)
-        return call_remote(ctx, c);
-    const natomic_named_command_t *named = natomic__registry_find(ctx->svc, c->command);
-    if (named == NULL) {
-        natomic__log(NATOMIC_LOG_ERROR, ctx->service_name, "no command is registered as '%s' (tx %s)", c->command,
-                     ctx->tx);
-        return NATOMIC_EINVAL;
-    }
-    return named->fn(ctx, c->data, c->len, named->closure);
-}
-
-bool natomic__is_comp(const natomic_command_t *cmd)
-{
-    return cmd != NULL && cmd->fn == natomic__comp_run && cmd->arg != NULL;
-}
-
-/*
- * Inserts the compensation at index and, in durable mode, writes the saga
- * log before returning. On failure nothing stays registered.
- */
-static natomic_status_t register_comp(natomic_ctx_t *ctx, size_t index, const char *name, natomic_comp_t *c)
-{
-    if (c == NULL)
-        return NATOMIC_ENOMEM;
-    natomic_status_t st = natomic_rollback_insert(ctx, index, name, natomic__comp_run, c, natomic__comp_free);
-    if (st != NATOMIC_OK)
-        return st; /* c was freed */
-    return natomic__saga_logged_insert(ctx, index);
-}
-
-natomic_status_t natomic__rollback_request_branch(natomic_ctx_t *ctx, const char *subject,
-                                                  const ProtobufCMessage *request, const char *branch)
-{
-    if (ctx == NULL || subject == NULL || *subject == '\0' || strlen(subject) >= sizeof((natomic_comp_t *)0)->subject ||
-        request == NULL || request->descriptor == NULL)
-        return NATOMIC_EINVAL;
-    if ((ctx->flags & NATOMIC_ROLLBACK_ONCE_FAILED) == 0)
-        return natomic_rollback_append(ctx, subject, natomic__comp_run, NULL, NULL); /* reports ENOTENABLED */
-    size_t len = 0;
-    uint8_t *data = natomic__pack(request, &len);
-    if (data == NULL)
-        return NATOMIC_ENOMEM;
-    natomic_comp_t *c = natomic__comp_new(NATOMIC_COMP_REMOTE, subject, branch, data, len);
-    free(data);
-    char name[300];
-    snprintf(name, sizeof name, "call %s", subject);
-    return register_comp(ctx, ctx->rollbacks.count, name, c);
-}
-
-NATOMIC_API natomic_status_t natomic_rollback_request(natomic_ctx_t *ctx, const char *subject,
-                                                      const ProtobufCMessage *request)
-{
-    return natomic__rollback_request_branch(ctx, subject, request, "");
-}
-
-NATOMIC_API natomic_status_t natomic_rollback_insert_durable(natomic_ctx_t *ctx, size_t index, const char *name,
-                                                             const void *data, size_t len)
-{
-    if (ctx == NULL || name == NULL || (data == NULL && len > 0) || len > MAX_DURABLE_PAYLOAD)
-        return NATOMIC_EINVAL;
-    if (natomic__registry_find(ctx->svc, name) == NULL) {
-        natomic__log(NATOMIC_LOG_WARN, ctx->service_name, "%s: no command is registered as '%s'", ctx->method_name,
-                     name);
-        return NATOMIC_EINVAL;
-    }
-    if ((ctx->flags & NATOMIC_ROLLBACK_ONCE_FAILED) == 0)
-        return natomic_rollback_append(ctx, name, natomic__comp_run, NULL, NULL); /* reports ENOTENABLED */
-    if (index > ctx->rollbacks.count)
-        return NATOMIC_EINVAL;
-    return register_comp(ctx, index, name, natomic__comp_new(NATOMIC_COMP_LOCAL, name, "", data, len));
-}
-
-NATOMIC_API natomic_status_t natomic_rollback_append_durable(natomic_ctx_t *ctx, const char *name, const void *data,
-                                                             size_t len)
-{
-    return natomic_rollback_insert_durable(ctx, ctx != NULL ? ctx->rollbacks.count : 0, name, data, len);
 }
 
 void natomic__dead_letter(natomic_ctx_t *ctx, const char *list_kind, const natomic_command_t *cmd, int attempts,

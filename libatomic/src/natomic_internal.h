@@ -172,6 +172,11 @@ natomic_status_t natomic__request_bytes(natsMsg **reply_out, natsConnection *nc,
 
 /* 1..128 printable ASCII characters, no spaces. */
 bool natomic__valid_idempotency_key(const char *key);
+/* natomic_ctx_request() with a Natomic-Branch header (NULL: none). */
+natomic_status_t natomic__ctx_request_branch(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
+                                             const ProtobufCMessage *request,
+                                             const ProtobufCMessageDescriptor *reply_desc, const char *branch,
+                                             natomic_call_info_t *info);
 /* Sets the headers of a call made from ctx (tx, call ids, caller, phase) and the deadline. */
 natsStatus natomic__set_call_headers(natsMsg *m, natomic_ctx_t *ctx, int64_t timeout_ms);
 
@@ -180,6 +185,7 @@ natsStatus natomic__set_call_headers(natsMsg *m, natomic_ctx_t *ctx, int64_t tim
 void natomic__dead_letter(natomic_ctx_t *ctx, const char *list_kind, const natomic_command_t *cmd, int attempts,
                           natomic_status_t last, void *user);
 
+/* ---- compensation.c -------------------------------------------------- */
 /* A compensation: a request to another service, or a named command of this one. */
 typedef enum natomic_comp_kind { NATOMIC_COMP_REMOTE = 0, NATOMIC_COMP_LOCAL = 1 } natomic_comp_kind_t;
 

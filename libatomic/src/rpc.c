@@ -289,7 +289,7 @@ NATOMIC_API natomic_status_t natomic_request_idempotent(ProtobufCMessage **reply
 }
 
 /* natomic_ctx_request() with a Natomic-Branch header (the saga step's). */
-static natomic_status_t ctx_request(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
+natomic_status_t natomic__ctx_request_branch(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
                                     const ProtobufCMessage *request, const ProtobufCMessageDescriptor *reply_desc,
                                     const char *branch, natomic_call_info_t *info)
 {
@@ -328,40 +328,5 @@ NATOMIC_API natomic_status_t natomic_ctx_request(ProtobufCMessage **reply, natom
                                                  const ProtobufCMessageDescriptor *reply_desc,
                                                  natomic_call_info_t *info)
 {
-    return ctx_request(reply, ctx, subject, request, reply_desc, NULL, info);
-}
-
-NATOMIC_API natomic_status_t natomic_saga_step(ProtobufCMessage **reply, natomic_ctx_t *ctx, const char *subject,
-                                               const ProtobufCMessage *request,
-                                               const ProtobufCMessageDescriptor *reply_desc,
-                                               const char *compensation_subject,
-                                               const ProtobufCMessage *compensation_request,
-                                               natomic_call_info_t *info)
-{
-    natomic_status_t st = NATOMIC_EINVAL;
-    char branch[16] = "";
-    if (reply != NULL && ctx != NULL && subject != NULL && request != NULL && reply_desc != NULL) {
-        /* Compensation first: once the request is sent, its effect is possible. In
-           durable mode it is in the saga log before the request leaves. */
-        snprintf(branch, sizeof branch, "%02zu", ctx->rollbacks.count + 1);
-        st = natomic__rollback_request_branch(ctx, compensation_subject, compensation_request, branch);
-    }
-    if (st != NATOMIC_OK) {
-        if (info != NULL) {
-            memset(info, 0, sizeof *info);
-            info->kind = st;
-            natomic__copy(info->message, sizeof info->message, natomic_strerror(st));
-        }
-        return st;
-    }
-    size_t registered = ctx->rollbacks.count - 1;
-    st = ctx_request(reply, ctx, subject, request, reply_desc, branch, info);
-    if (st == NATOMIC_ENORESPONDERS && registered + 1 == ctx->rollbacks.count) {
-        /* Nobody received the action: it certainly did not run, nothing to compensate.
-           If the log cannot be told, it keeps a compensation the barrier makes a no-op. */
-        natomic__cmdlist_remove(&ctx->rollbacks, registered);
-        if (ctx->saga.revision != 0)
-            natomic__saga_write(ctx);
-    }
-    return st;
+    return natomic__ctx_request_branch(reply, ctx, subject, request, reply_desc, NULL, info);
 }

@@ -16,7 +16,7 @@
  * the event leaves only after the whole call succeeded, so notifications
  * never hear of an order that was rolled back. The participants make the
  * undos safe to repeat and safe to arrive first (the barrier). Read
- * orders_service.c next to the saga step in libatomic/src/rpc.c.
+ * orders_service.c next to the saga step in libatomic/src/compensation.c.
  *
  *     orders --nats nats://127.0.0.1:4222 --db orders.db
  */
