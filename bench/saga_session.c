@@ -3,7 +3,7 @@
  * measurement, and the benchmark's client of them.
  *
  * A session is:
- *   1. a supervisor (faultinject/supervisor.h): an embedded nats-server
+ *   1. a supervisor (faultinject/supervisor/supervisor.h): an embedded nats-server
  *      with JetStream in a fresh temporary folder, and inventory,
  *      payments, orders, notifications as child processes, each behind
  *      the supervisor's pass-through TCP proxy, in the mode asked for
