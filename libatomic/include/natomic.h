@@ -119,6 +119,7 @@ NATOMIC_API natomic_status_t natomic_error_kind(int code);
 #define NATOMIC_HDR_BRANCH      "Natomic-Branch"      /* saga step: the same on an action and its compensation */
 #define NATOMIC_HDR_IDEMPOTENCY_KEY "Natomic-Idempotency-Key" /* request: replay the first outcome */
 #define NATOMIC_HDR_REPLAYED    "Natomic-Replayed"    /* reply: "true" when it is a stored outcome */
+#define NATOMIC_HDR_TIME_NS     "Natomic-Time-Ns"     /* trace copies, events: the sender's wall clock, ns */
 #define NATOMIC_HDR_SERVICE_ERROR      "Nats-Service-Error"
 #define NATOMIC_HDR_SERVICE_ERROR_CODE "Nats-Service-Error-Code"
 
@@ -560,7 +561,8 @@ NATOMIC_API natomic_status_t natomic_service_add_event_handler(natomic_service_t
  * Subscribes (queue group = service name), answers $SRV discovery, starts
  * the workers. With NATOMIC_TRACE=1 in the environment, a copy of each call
  * and reply also goes to natomic.trace.{call,reply}.<subject> (original
- * headers plus Natomic-Reply-To), for observers such as the lab.
+ * headers plus Natomic-Reply-To and Natomic-Time-Ns, the service's clock),
+ * for observers such as the lab.
  * Durable mode first checks JetStream (NATOMIC_ENOJETSTREAM, with a log
  * line naming the fix, when the server has none), creates what is missing
  * (KV buckets natomic_saga_<service> and natomic_lease_<service>, the

@@ -56,6 +56,10 @@ static natomic_status_t publish_event(natomic_ctx_t *ctx, void *arg)
         s = natsMsgHeader_Set(m, NATOMIC_HDR_EVENT_TYPE, e->type);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, "Nats-Msg-Id", e->event_id);
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)natomic__wall_ns());
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_TIME_NS, now);
     natomic_fault_t f = NATOMIC_FAULT("natomic/event_publish");
     if (s == NATS_OK && f == NATOMIC_FAULT_ERROR)
         s = NATS_CONNECTION_CLOSED;

@@ -120,6 +120,10 @@ natomic_status_t natomic__outbox_publish(natomic_service_t *svc, natomic_ctx_t *
         s = natsMsgHeader_Set(m, NATOMIC_HDR_EVENT_ID, e->event_id);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(m, NATOMIC_HDR_EVENT_TYPE, e->type);
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)natomic__wall_ns());
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_TIME_NS, now);
     jsPubOptions o;
     jsPubOptions_Init(&o);
     o.MaxWait = PUBLISH_TIMEOUT_MS;

@@ -213,7 +213,9 @@ static natomic_method_t *find_method(natomic_service_t *svc, const char *name)
 /*
  * NATOMIC_TRACE=1: a copy of each call received and each reply sent goes to
  * natomic.trace.call.<subject> / natomic.trace.reply.<subject>, with the
- * original headers and Natomic-Reply-To (the caller's inbox, to pair them).
+ * original headers, Natomic-Reply-To (the caller's inbox, to pair them) and
+ * Natomic-Time-Ns (this process's wall clock when the call came or the
+ * reply left, so an observer can order what it saw by when it happened).
  * An observer (the lab) reads these instead of subscribing to the request
  * subjects, where it would itself count as a responder and hide the
  * "no responders" answer a caller of a dead service must get.
@@ -240,6 +242,10 @@ static void trace(natomic_service_t *svc, const char *kind, natsMsg *req, natsMs
     }
     const char *inbox = natsMsg_GetReply(req);
     natsMsgHeader_Set(t, "Natomic-Reply-To", inbox != NULL ? inbox : "");
+    /* When it happened here, by this process's clock: observers order by it, not by arrival. */
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)natomic__wall_ns());
+    natsMsgHeader_Set(t, NATOMIC_HDR_TIME_NS, now);
     natsConnection_PublishMsg(svc->nc, t);
     natsMsg_Destroy(t);
 }
