@@ -53,7 +53,7 @@ static void usage(FILE *f)
           "                (confirmed, payment declined, out of stock) with state before/after\n"
           "  with -- CMD   start NATS and the services, run CMD with NATS_URL and\n"
           "                NATOMIC_<SERVICE>_DB set, stop everything; exit with CMD's status\n"
-          "  run [FILE|DIR...] [--filter TEXT] [--seed N] [--report DIR] [--keep] [--quiet]\n"
+          "  run [FILE|DIR...] [--filter TEXT] [--seed N] [--jobs N] [--report DIR] [--keep] [--quiet]\n"
           "                run scenarios (default: the folder 'scenarios'): TAP 14 on stdout,\n"
           "                a progress line per scenario on stderr, a report with --report\n"
           "  check FILE|DIR...\n"
@@ -63,8 +63,11 @@ static void usage(FILE *f)
           "Options of run:\n"
           "  --filter TEXT run only scenarios whose <group>/<name> contains TEXT\n"
           "  --seed N      the seed of every random choice (default: each scenario's own)\n"
+          "  --jobs N      play N scenarios at once, 1 to 64 (default: one per core); TAP,\n"
+          "                progress and report stay in file order\n"
           "  --report DIR  write the report there (index.html, one page per scenario)\n"
-          "  --keep        keep each scenario's folder (NATS store, logs, databases)\n"
+          "  --keep        keep each scenario's folder (NATS store, logs, databases); its path\n"
+          "                follows the scenario's progress line: kept: <folder>\n"
           "  --quiet       no progress lines\n"
           "Exit status of run: 0 all passed, 1 a check failed, 2 bad usage or a missing path.\n"
           "\n"
@@ -109,6 +112,7 @@ static void lab_down(lab_t *lab)
 
 static int failures; /* promises the demo saw broken */
 
+static void expect(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void expect(bool ok, const char *fmt, ...)
 {
     if (ok)
@@ -472,6 +476,15 @@ static int run_command(int argc, char **argv)
                 goto out;
             }
             opts.has_seed = true;
+        } else if (strcmp(a, "--jobs") == 0 && has_value) {
+            char *end = NULL;
+            errno = 0;
+            long jobs = strtol(argv[++i], &end, 10);
+            if (errno != 0 || end == argv[i] || *end != '\0' || jobs < 1 || jobs > 64) {
+                fprintf(stderr, "natomic-lab run: --jobs wants a number from 1 to 64, got '%s'\n", argv[i]);
+                goto out;
+            }
+            opts.jobs = (int)jobs;
         } else if (strcmp(a, "--keep") == 0) {
             opts.keep = true;
         } else if (strcmp(a, "--quiet") == 0) {

@@ -11,13 +11,24 @@
  *      to natomic.trace.> (NATOMIC_TRACE); events, dead letters and
  *      natomic.recovery.> are read where they are published. A durable
  *      story counts events by distinct Natomic-Event-Id (what the stream
- *      keeps), a memory story every delivery;
+ *      keeps), a memory story every delivery. The tap also keeps what it
+ *      saw for the checks: each call (callee, transaction, phase, the
+ *      callee's clock, the request) with the reply it got (success, or the
+ *      error's code and type, and the "outcome" a participant claims), each
+ *      event (transaction, clock, payload) and each dead letter document;
  *   3. seed data, then the steps, are played in order; each call step's
- *      expectation is one TAP test point;
+ *      expectation is one TAP test point. Every call the lab makes runs in
+ *      a transaction of its own (the lab sets Natomic-Tx), so what happened
+ *      in it -- its compensations, its events, its barrier rows -- is told
+ *      apart from every other call's, even when its reply was lost;
  *   4. the final expectations (state read from the SQLite files, event,
- *      compensation and recovery counts, invariants, expected violations) are checked
- *      repeatedly until they all hold or `eventually` ms passed since the
- *      last step -- every fault has healed by then or the story says not;
+ *      compensation, dead letter and recovery counts, barrier outcomes, each
+ *      call's own compensations, events and barrier outcomes, invariants,
+ *      expected violations) are checked repeatedly until they all hold or
+ *      `eventually` ms passed since the last step -- every fault has healed
+ *      by then or the story says not. With `hold`, checks that held are
+ *      then checked again for that long: one that breaks (a late action
+ *      arriving) fails, so a story cannot pass before the late action came;
  *   5. everything is stopped; the report gets the checks, the timeline and
  *      the recovery steps. When a restart was followed by a saga ended by
  *      recovery, the time between them is printed (progress line, a
@@ -25,22 +36,33 @@
  *
  * Output is TAP 14 on stdout: one point per expectation, a YAML block with
  * expected, actual, the seed, the replay command and the service logs'
- * tails for each failure. Progress goes to stderr. One seed drives every
- * random draw (fault probabilities); it is printed and replayable. With
- * concurrent calls the same draws can land on different calls, since the
- * order in which workers reach a point varies: the invariants must hold
- * for any such assignment, which is what those stories check.
+ * tails for each failure. Progress goes to stderr, one whole line per
+ * scenario. One seed drives every random draw (fault probabilities); it is
+ * printed and replayable. With concurrent calls the same draws can land on
+ * different calls, since the order in which workers reach a point varies:
+ * the invariants must hold for any such assignment, which is what those
+ * stories check.
+ *
+ * Scenarios run several at once with --jobs N (default: the number of
+ * cores). Each has its own NATS on its own port, its own temporary folder
+ * and services, and one worker thread from start to stop (its children
+ * die with the thread that started them). A scenario writes its TAP into a
+ * buffer; the main thread prints the buffers in file order, numbering the
+ * test points as it goes, with the progress line of each -- so TAP,
+ * progress and report read the same whatever the number of jobs.
  */
 #include "runner.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,11 +79,14 @@
 #include "timeline.h"
 
 #define MAX_METHODS 64
-#define PENDING_SLOTS 4096
 #define CHECK_POLL_MS 100
 #define N_TAPS 4
 #define MAX_RESTARTS 64          /* restarts remembered for the recovery time        */
 #define MAX_RECOVERY_EVENTS 2000 /* recovery events kept for the report              */
+#define MAX_OBSERVED 200000      /* calls and events kept for the checks             */
+#define PAIR_WINDOW 8192         /* a reply is paired with one of the last calls     */
+#define MAX_JOBS 64
+#define TX_LEN 32
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -91,6 +116,47 @@ static char *json_compact(const json_t *j, size_t max)
     return text;
 }
 
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return s != NULL && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static const char *json_text(const json_t *doc, const char *key)
+{
+    const char *v = json_string_value(json_object_get(doc, key));
+    return v != NULL ? v : "";
+}
+
+/* A new transaction id for one call of the lab: 32 hex digits, as the library makes them. */
+static void new_tx(char out[TX_LEN + 1])
+{
+    unsigned char bytes[TX_LEN / 2];
+    if (getrandom(bytes, sizeof bytes, 0) != (ssize_t)sizeof bytes) {
+        uint64_t x = (uint64_t)wall_ns() ^ ((uint64_t)(uintptr_t)out << 17);
+        for (size_t i = 0; i < sizeof bytes; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes[i] = (unsigned char)x;
+        }
+    }
+    for (size_t i = 0; i < sizeof bytes; i++)
+        snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+}
+
 /* ---- the methods of the running services (from $SRV.INFO) -------------- */
 
 typedef struct method_types {
@@ -99,15 +165,34 @@ typedef struct method_types {
     const ProtobufCMessageDescriptor *reply;
 } method_types_t;
 
-/* ---- one scenario's run ---------------------------------------------------- */
+/* ---- what the tap saw, kept for the checks ------------------------------ */
 
-typedef struct pending_call {
-    char inbox[96];
-    char caller[32];
-    char callee[32];
-    char method[64];
-    const ProtobufCMessageDescriptor *reply;
-} pending_call_t;
+typedef struct observed_call {
+    char service[32];        /* the callee                                          */
+    char subject[128];       /* "<service>.<method>"                                 */
+    char caller[32];         /* "lab" for the lab's own calls                         */
+    char tx[80];
+    char inbox[96];          /* the caller's inbox: pairs the reply with the call    */
+    bool compensation;       /* Natomic-Phase: rollback                               */
+    int64_t time_ns;         /* the callee's clock when it took the call (Natomic-Time-Ns) */
+    json_t *request;         /* decoded, or NULL                                      */
+    const ProtobufCMessageDescriptor *reply_desc;
+    int answer;              /* 0 none yet, 1 success, -1 error                        */
+    int code;
+    char type[64];
+    char claimed[24];        /* a success reply's "outcome" field                     */
+    bool has_claim;
+} observed_call_t;
+
+typedef struct observed_event {
+    char service[32];
+    char type[64];
+    char tx[80];
+    int64_t time_ns;
+    json_t *payload;         /* decoded, or NULL                                      */
+} observed_event_t;
+
+/* ---- one scenario's run ---------------------------------------------------- */
 
 typedef struct run {
     const scenario_t *sc;
@@ -121,8 +206,11 @@ typedef struct run {
     method_types_t methods[MAX_METHODS];
     int n_methods;
     pthread_mutex_t mu;               /* everything the tap writes below            */
-    pending_call_t pending[PENDING_SLOTS];
-    size_t pending_next;
+    observed_call_t *calls;
+    size_t n_calls, cap_calls;
+    observed_event_t *events;
+    size_t n_events, cap_events;
+    json_t *dead_letter_docs;         /* every dead letter, in the order seen       */
     json_t *event_counts;             /* "<service>.<type>" -> count                 */
     json_t *event_ids;                /* durable: Natomic-Event-Id already counted   */
     json_t *compensation_counts;      /* "<service>.<method>" -> count               */
@@ -142,14 +230,19 @@ typedef struct run {
     bool has_recovery_ms;             /* a restart, then an "ended" from that service */
     double recovery_ms;
     char recovery_restart[48];
+    char (*step_tx)[TX_LEN + 1];      /* the transaction of each single-call step     */
     /* results */
+    FILE *out;                        /* this scenario's TAP, numbered 1.. locally    */
+    char *out_text;
+    size_t out_len;
+    int points;
     report_check_t *checks;
     size_t n_checks;
     int tap_failed;
     char *log_excerpt;               /* the services' log tails, for the report      */
+    char kept[300];                  /* the folder kept with --keep                  */
+    double duration_s;
 } run_t;
-
-static int tap_counter;  /* test point numbers across the whole run */
 
 static const method_types_t *find_method(const run_t *r, const char *subject)
 {
@@ -159,14 +252,25 @@ static const method_types_t *find_method(const run_t *r, const char *subject)
     return NULL;
 }
 
-/* Asks every started service for its methods' protobuf types. */
+/*
+ * Asks every started service for its methods' protobuf types. A service
+ * answers $SRV.PING (what the supervisor waits for) a moment before it
+ * listens on $SRV.INFO: "no responders" then means "not yet", so it is
+ * asked again for up to 2 s.
+ */
 static void learn_methods(run_t *r)
 {
     for (size_t i = 0; i < r->sc->n_services; i++) {
         char subject[128];
         snprintf(subject, sizeof subject, "$SRV.INFO.%s", r->sc->services[i].name);
         natsMsg *m = NULL;
-        if (natsConnection_RequestString(&m, r->sv.nc, subject, "", 2000) != NATS_OK)
+        natsStatus s = NATS_NO_RESPONDERS;
+        for (int attempt = 0; attempt < 100 && s == NATS_NO_RESPONDERS; attempt++) {
+            if (attempt > 0)
+                sleep_ms(20);
+            s = natsConnection_RequestString(&m, r->sv.nc, subject, "", 2000);
+        }
+        if (s != NATS_OK)
             continue;
         json_t *info = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
         natsMsg_Destroy(m);
@@ -195,25 +299,35 @@ static const char *hdr(natsMsg *m, const char *key)
     return natsMsgHeader_Get(m, key, &v) == NATS_OK ? v : NULL;
 }
 
+static int64_t hdr_time_ns(natsMsg *m)
+{
+    const char *t = hdr(m, NATOMIC_HDR_TIME_NS);
+    return t != NULL ? strtoll(t, NULL, 10) : wall_ns();
+}
+
 static void count_key(json_t *counts, const char *key)
 {
     json_t *v = json_object_get(counts, key);
     json_object_set_new(counts, key, json_integer(v != NULL ? json_integer_value(v) + 1 : 1));
 }
 
-/* A short readable label for a payload of a known type. */
-static void payload_label(char *out, size_t cap, const char *prefix, const ProtobufCMessageDescriptor *d,
-                          natsMsg *m)
+/* A payload of a known type as JSON, or NULL. */
+static json_t *payload_json(const ProtobufCMessageDescriptor *d, natsMsg *m)
 {
     ProtobufCMessage *msg = d != NULL ? protobuf_c_message_unpack(d, NULL, (size_t)natsMsg_GetDataLength(m),
                                                                   (const uint8_t *)natsMsg_GetData(m))
                                       : NULL;
     json_t *j = msg != NULL ? message_to_json(msg) : NULL;
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return j;
+}
+
+/* "prefix {...json...}" for the diagram. */
+static void payload_label(char *out, size_t cap, const char *prefix, const json_t *j)
+{
     char *text = json_compact(j, 110);
     snprintf(out, cap, "%s%s%s", prefix, text != NULL ? " " : "", text != NULL ? text : "");
     free(text);
-    json_decref(j);
-    protobuf_c_message_free_unpacked(msg, NULL);
 }
 
 static void tap_call(run_t *r, const char *subject, natsMsg *m)
@@ -222,54 +336,114 @@ static void tap_call(run_t *r, const char *subject, natsMsg *m)
     if (sscanf(subject, "%31[^.].%63s", svc, method) != 2)
         return;
     const char *caller = hdr(m, NATOMIC_HDR_CALLER), *phase = hdr(m, NATOMIC_HDR_PHASE);
-    const char *inbox = hdr(m, "Natomic-Reply-To");
+    const char *inbox = hdr(m, "Natomic-Reply-To"), *tx = hdr(m, NATOMIC_HDR_TX);
     bool compensation = phase != NULL && strcmp(phase, "rollback") == 0;
     const method_types_t *mt = find_method(r, subject);
+    json_t *request = payload_json(mt != NULL ? mt->request : NULL, m);
+    payload_label(label, sizeof label, method, request);
     pthread_mutex_lock(&r->mu);
-    if (inbox != NULL && *inbox != '\0') {
-        pending_call_t *p = &r->pending[r->pending_next++ % PENDING_SLOTS];
-        snprintf(p->inbox, sizeof p->inbox, "%s", inbox);
-        snprintf(p->caller, sizeof p->caller, "%s", caller != NULL ? caller : "lab");
-        snprintf(p->callee, sizeof p->callee, "%s", svc);
-        snprintf(p->method, sizeof p->method, "%s", method);
-        p->reply = mt != NULL ? mt->reply : NULL;
-    }
     if (compensation)
         count_key(r->compensation_counts, subject);
+    if (r->n_calls == r->cap_calls && r->cap_calls < MAX_OBSERVED) {
+        size_t cap = r->cap_calls ? r->cap_calls * 2 : 256;
+        observed_call_t *grown = realloc(r->calls, cap * sizeof *grown);
+        if (grown != NULL) {
+            r->calls = grown;
+            r->cap_calls = cap;
+        }
+    }
+    if (r->n_calls < r->cap_calls) {
+        observed_call_t *c = &r->calls[r->n_calls++];
+        memset(c, 0, sizeof *c);
+        snprintf(c->service, sizeof c->service, "%s", svc);
+        snprintf(c->subject, sizeof c->subject, "%s", subject);
+        snprintf(c->caller, sizeof c->caller, "%s", caller != NULL ? caller : "lab");
+        snprintf(c->tx, sizeof c->tx, "%s", tx != NULL ? tx : "");
+        snprintf(c->inbox, sizeof c->inbox, "%s", inbox != NULL ? inbox : "");
+        c->compensation = compensation;
+        c->time_ns = hdr_time_ns(m);
+        c->request = request;
+        c->reply_desc = mt != NULL ? mt->reply : NULL;
+        request = NULL;
+    }
     pthread_mutex_unlock(&r->mu);
-    payload_label(label, sizeof label, method, mt != NULL ? mt->request : NULL, m);
+    json_decref(request);
     timeline_add(&r->tl, compensation ? TL_COMPENSATION : TL_CALL, caller != NULL ? caller : "lab", svc, false,
                  "%s", label);
 }
 
+/* Pairs a reply with the earliest unanswered call made from its inbox (a redelivered call shares it). */
 static void tap_reply(run_t *r, natsMsg *m)
 {
     const char *inbox = hdr(m, "Natomic-Reply-To");
-    if (inbox == NULL)
-        return;
-    pthread_mutex_lock(&r->mu);
-    pending_call_t found = {0};
-    for (size_t i = 0; i < PENDING_SLOTS; i++) {
-        if (r->pending[i].inbox[0] != '\0' && strcmp(r->pending[i].inbox, inbox) == 0) {
-            found = r->pending[i];
-            r->pending[i].inbox[0] = '\0';
-            break;
-        }
-    }
-    pthread_mutex_unlock(&r->mu);
-    if (found.callee[0] == '\0')
+    if (inbox == NULL || *inbox == '\0')
         return;
     const char *code = hdr(m, NATOMIC_HDR_SERVICE_ERROR_CODE), *replayed = hdr(m, NATOMIC_HDR_REPLAYED);
+    const char *type = hdr(m, NATOMIC_HDR_ERROR_TYPE);
+    pthread_mutex_lock(&r->mu);
+    observed_call_t *found = NULL;
+    size_t from = r->n_calls > PAIR_WINDOW ? r->n_calls - PAIR_WINDOW : 0;
+    for (size_t i = from; i < r->n_calls && found == NULL; i++)
+        if (r->calls[i].answer == 0 && strcmp(r->calls[i].inbox, inbox) == 0)
+            found = &r->calls[i];
+    char callee[32] = "", caller[32] = "";
+    const ProtobufCMessageDescriptor *reply_desc = NULL;
+    if (found != NULL) {
+        found->answer = code != NULL ? -1 : 1;
+        found->code = code != NULL ? atoi(code) : 0;
+        snprintf(found->type, sizeof found->type, "%s", type != NULL ? type : "");
+        snprintf(callee, sizeof callee, "%s", found->service);
+        snprintf(caller, sizeof caller, "%s", found->caller);
+        reply_desc = found->reply_desc;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (found == NULL)
+        return;
     bool again = replayed != NULL && strcmp(replayed, "true") == 0;
     if (code != NULL) {
-        const char *type = hdr(m, NATOMIC_HDR_ERROR_TYPE), *rb = hdr(m, NATOMIC_HDR_ROLLBACK);
-        timeline_add(&r->tl, TL_REPLY, found.callee, found.caller, true, "%s %s (rollback %s%s)", code,
-                     type ? type : "?", rb ? rb : "none", again ? ", replayed" : "");
-    } else {
-        char label[200];
-        payload_label(label, sizeof label, again ? "ok (replayed)" : "ok", found.reply, m);
-        timeline_add(&r->tl, TL_REPLY, found.callee, found.caller, false, "%s", label);
+        const char *rb = hdr(m, NATOMIC_HDR_ROLLBACK);
+        timeline_add(&r->tl, TL_REPLY, callee, caller, true, "%s %s (rollback %s%s)", code, type ? type : "?",
+                     rb ? rb : "none", again ? ", replayed" : "");
+        return;
     }
+    json_t *reply = payload_json(reply_desc, m);
+    const char *claimed = json_string_value(json_object_get(reply, "outcome"));
+    if (claimed != NULL) {
+        /* `found` may have moved (the array grows): the claim goes to the first answered call of
+         * the inbox still without one, which is the call just answered. */
+        pthread_mutex_lock(&r->mu);
+        for (size_t i = from; i < r->n_calls; i++) {
+            observed_call_t *c = &r->calls[i];
+            if (c->answer == 1 && !c->has_claim && strcmp(c->inbox, inbox) == 0) {
+                snprintf(c->claimed, sizeof c->claimed, "%s", claimed);
+                c->has_claim = true;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    char label[200];
+    payload_label(label, sizeof label, again ? "ok (replayed)" : "ok", reply);
+    json_decref(reply);
+    timeline_add(&r->tl, TL_REPLY, callee, caller, false, "%s", label);
+}
+
+/* The message type of an event: "orders" and "order_created" -> orders.OrderCreated. */
+static const ProtobufCMessageDescriptor *event_type(const char *service, const char *type)
+{
+    char name[160];
+    int n = snprintf(name, sizeof name, "%s.", service);
+    bool up = true;
+    for (const char *c = type; *c != '\0' && n > 0 && (size_t)n + 1 < sizeof name; c++) {
+        if (*c == '_') {
+            up = true;
+            continue;
+        }
+        name[n++] = up && *c >= 'a' && *c <= 'z' ? (char)(*c - 'a' + 'A') : *c;
+        up = false;
+    }
+    name[n > 0 ? n : 0] = '\0';
+    return message_registry_find(name);
 }
 
 /*
@@ -285,7 +459,8 @@ static void tap_event(run_t *r, const char *subject, natsMsg *m)
     sscanf(subject, "%31[^.].%63s", svc, type);
     char key[100];
     snprintf(key, sizeof key, "%s.%s", svc, type);
-    const char *id = hdr(m, NATOMIC_HDR_EVENT_ID);
+    const char *id = hdr(m, NATOMIC_HDR_EVENT_ID), *tx = hdr(m, NATOMIC_HDR_TX);
+    json_t *payload = payload_json(event_type(svc, type), m);
     bool again = false;
     pthread_mutex_lock(&r->mu);
     if (r->sc->durable && id != NULL && *id != '\0') {
@@ -305,35 +480,30 @@ static void tap_event(run_t *r, const char *subject, natsMsg *m)
         }
         orders__order_created__free_unpacked(ev, NULL);
     }
+    if (!again && r->n_events == r->cap_events && r->cap_events < MAX_OBSERVED) {
+        size_t cap = r->cap_events ? r->cap_events * 2 : 64;
+        observed_event_t *grown = realloc(r->events, cap * sizeof *grown);
+        if (grown != NULL) {
+            r->events = grown;
+            r->cap_events = cap;
+        }
+    }
+    if (!again && r->n_events < r->cap_events) {
+        observed_event_t *e = &r->events[r->n_events++];
+        memset(e, 0, sizeof *e);
+        snprintf(e->service, sizeof e->service, "%s", svc);
+        snprintf(e->type, sizeof e->type, "%s", type);
+        snprintf(e->tx, sizeof e->tx, "%s", tx != NULL ? tx : "");
+        e->time_ns = hdr_time_ns(m);
+        e->payload = payload;
+        payload = NULL;
+    }
     pthread_mutex_unlock(&r->mu);
+    json_decref(payload);
     if (again)
         timeline_add(&r->tl, TL_EVENT, svc, "events", false, "%s again (same event id: the stream keeps one)", type);
     else
         timeline_add(&r->tl, TL_EVENT, svc, "events", false, "%s", type);
-}
-
-static int64_t wall_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static bool starts_with(const char *s, const char *prefix)
-{
-    return s != NULL && strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-static bool ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-static const char *json_text(const json_t *doc, const char *key)
-{
-    const char *v = json_string_value(json_object_get(doc, key));
-    return v != NULL ? v : "";
 }
 
 /*
@@ -398,6 +568,19 @@ static void tap_recovery(run_t *r, natsMsg *m)
                  rec.call_id, rec.detail);
 }
 
+/* A dead letter: counted, its document kept for expect.dead_letters, drawn. */
+static void tap_dead_letter(run_t *r, const char *svc, natsMsg *m)
+{
+    json_t *doc = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+    json_t *list = json_object_get(doc, "list"), *cmd = json_object_get(doc, "command");
+    timeline_add(&r->tl, TL_DEAD_LETTER, svc, svc, true, "%s command '%s' given up",
+                 json_is_string(list) ? json_string_value(list) : "?", json_is_string(cmd) ? json_string_value(cmd) : "?");
+    pthread_mutex_lock(&r->mu);
+    r->dead_letters++;
+    json_array_append_new(r->dead_letter_docs, doc != NULL ? doc : json_object());
+    pthread_mutex_unlock(&r->mu);
+}
+
 /*
  * The lab observes without subscribing to request subjects (a subscriber
  * there would count as a responder and hide "no responders" from callers
@@ -411,26 +594,16 @@ static void on_tap(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *
     (void)sub;
     run_t *r = closure;
     const char *subject = natsMsg_GetSubject(m);
-    if (strncmp(subject, "natomic.trace.call.", 19) == 0) {
+    if (strncmp(subject, "natomic.trace.call.", 19) == 0)
         tap_call(r, subject + 19, m);
-    } else if (strncmp(subject, "natomic.trace.reply.", 20) == 0) {
+    else if (strncmp(subject, "natomic.trace.reply.", 20) == 0)
         tap_reply(r, m);
-    } else if (strncmp(subject, "events.", 7) == 0) {
+    else if (strncmp(subject, "events.", 7) == 0)
         tap_event(r, subject + 7, m);
-    } else if (strncmp(subject, NATOMIC_RECOVERY_PREFIX ".", strlen(NATOMIC_RECOVERY_PREFIX) + 1) == 0) {
+    else if (strncmp(subject, NATOMIC_RECOVERY_PREFIX ".", strlen(NATOMIC_RECOVERY_PREFIX) + 1) == 0)
         tap_recovery(r, m);
-    } else if (strncmp(subject, NATOMIC_DEADLETTER_PREFIX ".", strlen(NATOMIC_DEADLETTER_PREFIX) + 1) == 0) {
-        const char *svc = subject + strlen(NATOMIC_DEADLETTER_PREFIX) + 1;
-        json_t *doc = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
-        json_t *list = json_object_get(doc, "list"), *cmd = json_object_get(doc, "command");
-        pthread_mutex_lock(&r->mu);
-        r->dead_letters++;
-        pthread_mutex_unlock(&r->mu);
-        timeline_add(&r->tl, TL_DEAD_LETTER, svc, svc, true, "%s command '%s' given up",
-                     json_is_string(list) ? json_string_value(list) : "?",
-                     json_is_string(cmd) ? json_string_value(cmd) : "?");
-        json_decref(doc);
-    }
+    else if (strncmp(subject, NATOMIC_DEADLETTER_PREFIX ".", strlen(NATOMIC_DEADLETTER_PREFIX) + 1) == 0)
+        tap_dead_letter(r, subject + strlen(NATOMIC_DEADLETTER_PREFIX) + 1, m);
     natsMsg_Destroy(m);
 }
 
@@ -450,7 +623,13 @@ static void yaml_quoted(FILE *f, const char *key, const char *value)
     fputs("\"\n", f);
 }
 
-/* One TAP test point, recorded for the report too. */
+/*
+ * One TAP test point, into the scenario's buffer (numbered from 1 there;
+ * the main thread renumbers it for the whole run), recorded for the
+ * report too.
+ */
+static void point(run_t *r, bool ok, const char *expected, const char *actual, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 static void point(run_t *r, bool ok, const char *expected, const char *actual, const char *fmt, ...)
 {
     char desc[200];
@@ -459,7 +638,8 @@ static void point(run_t *r, bool ok, const char *expected, const char *actual, c
     vsnprintf(desc, sizeof desc, fmt, ap);
     va_end(ap);
     const char *who = r->sc->group[0] != '\0' ? r->sc->group : "";
-    printf("%s %d - %s%s%s: %s\n", ok ? "ok" : "not ok", ++tap_counter, who, who[0] ? "/" : "", r->sc->name, desc);
+    fprintf(r->out, "%s %d - %s%s%s: %s\n", ok ? "ok" : "not ok", ++r->points, who, who[0] ? "/" : "", r->sc->name,
+            desc);
     report_check_t *grown = realloc(r->checks, (r->n_checks + 1) * sizeof *grown);
     if (grown != NULL) {
         r->checks = grown;
@@ -475,22 +655,23 @@ static void point(run_t *r, bool ok, const char *expected, const char *actual, c
         return;
     r->tap_failed++;
     timeline_add(&r->tl, TL_NOTE, "lab", "lab", true, "check failed: %s", desc);
-    printf("  ---\n");
-    yaml_quoted(stdout, "expected", expected);
-    yaml_quoted(stdout, "actual", actual);
-    printf("  seed: %llu\n", r->seed);
-    yaml_quoted(stdout, "replay", r->replay);
+    fprintf(r->out, "  ---\n");
+    yaml_quoted(r->out, "expected", expected);
+    yaml_quoted(r->out, "actual", actual);
+    fprintf(r->out, "  seed: %llu\n", r->seed);
+    yaml_quoted(r->out, "replay", r->replay);
     if (r->sv_up) {
-        printf("  logs: |\n");
+        fprintf(r->out, "  logs: |\n");
         for (size_t i = 0; i < r->sc->n_services; i++) {
             char *tail = supervisor_log_tail(&r->sv, r->sc->services[i].name, 6);
-            for (char *line = tail ? strtok(tail, "\n") : NULL; line != NULL; line = strtok(NULL, "\n"))
-                printf("    %s\n", line);
+            char *save = NULL;
+            for (char *line = tail ? strtok_r(tail, "\n", &save) : NULL; line != NULL;
+                 line = strtok_r(NULL, "\n", &save))
+                fprintf(r->out, "    %s\n", line);
             free(tail);
         }
     }
-    printf("  ...\n");
-    fflush(stdout);
+    fprintf(r->out, "  ...\n");
 }
 
 /* ---- calls ------------------------------------------------------------------ */
@@ -529,14 +710,66 @@ static long long json_int_any(const json_t *v)
     return 0;
 }
 
+/* What one call of the lab got back. */
 typedef struct call_result {
     natomic_status_t st;
-    natomic_call_info_t info;
-    json_t *reply;          /* on success */
-    char error[256];        /* a local failure (bad request) */
+    int code;               /* Nats-Service-Error-Code of an error reply, else 0 */
+    char type[64];          /* Natomic-Error-Type                               */
+    char message[256];      /* Nats-Service-Error                               */
+    char rollback[16];      /* Natomic-Rollback: complete | incomplete | none   */
+    bool replayed;          /* Natomic-Replayed: true                           */
+    json_t *reply;          /* on success                                       */
+    char error[256];        /* a local failure (bad request)                    */
 } call_result_t;
 
-static void call_once(run_t *r, const scenario_step_t *step, long index, call_result_t *res)
+/*
+ * One request from the lab, in the transaction `tx`: the headers
+ * natomic_request_idempotent() sends (Natomic-Deadline-Ms, the key) plus
+ * Natomic-Tx, so that everything the call causes -- compensations, events,
+ * barrier rows, dead letters -- carries an id the lab knows.
+ */
+static void lab_request(run_t *r, const char *subject, const uint8_t *data, size_t len,
+                        const ProtobufCMessageDescriptor *reply_desc, int timeout_ms, const char *key, const char *tx,
+                        call_result_t *res)
+{
+    natsMsg *m = NULL, *reply = NULL;
+    char deadline[32];
+    snprintf(deadline, sizeof deadline, "%d", timeout_ms);
+    natsStatus s = natsMsg_Create(&m, subject, NULL, (const char *)data, (int)len);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_DEADLINE_MS, deadline);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_TX, tx);
+    if (s == NATS_OK && key != NULL)
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_IDEMPOTENCY_KEY, key);
+    if (s == NATS_OK)
+        s = natsConnection_RequestMsg(&reply, r->sv.nc, m, timeout_ms);
+    natsMsg_Destroy(m);
+    if (s != NATS_OK) {
+        res->st = s == NATS_TIMEOUT ? NATOMIC_ETIMEOUT : s == NATS_NO_RESPONDERS ? NATOMIC_ENORESPONDERS : NATOMIC_ENATS;
+        return;
+    }
+    const char *v = hdr(reply, NATOMIC_HDR_REPLAYED);
+    res->replayed = v != NULL && strcmp(v, "true") == 0;
+    v = hdr(reply, NATOMIC_HDR_ROLLBACK);
+    snprintf(res->rollback, sizeof res->rollback, "%s", v != NULL ? v : "none");
+    const char *code = hdr(reply, NATOMIC_HDR_SERVICE_ERROR_CODE);
+    if (code != NULL) {
+        res->code = atoi(code) > 0 ? atoi(code) : 500;
+        res->st = natomic_error_kind(res->code);
+        snprintf(res->type, sizeof res->type, "%s", (v = hdr(reply, NATOMIC_HDR_ERROR_TYPE)) != NULL ? v : "");
+        snprintf(res->message, sizeof res->message, "%s", (v = hdr(reply, NATOMIC_HDR_SERVICE_ERROR)) != NULL ? v : "");
+    } else {
+        ProtobufCMessage *msg = protobuf_c_message_unpack(reply_desc, NULL, (size_t)natsMsg_GetDataLength(reply),
+                                                          (const uint8_t *)natsMsg_GetData(reply));
+        res->st = msg != NULL ? NATOMIC_OK : NATOMIC_EBADREPLY;
+        res->reply = msg != NULL ? message_to_json(msg) : NULL;
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    natsMsg_Destroy(reply);
+}
+
+static void call_once(run_t *r, const scenario_step_t *step, long index, const char *tx, call_result_t *res)
 {
     memset(res, 0, sizeof *res);
     const method_types_t *mt = find_method(r, step->subject);
@@ -546,7 +779,7 @@ static void call_once(run_t *r, const scenario_step_t *step, long index, call_re
         return;
     }
     json_t *req_json = expand(step->request, index);
-    ProtobufCMessage *req = NULL, *reply = NULL;
+    ProtobufCMessage *req = NULL;
     if (message_from_json(&req, mt->request, req_json, res->error, sizeof res->error) != 0) {
         res->st = NATOMIC_EBADINPUT;
         json_decref(req_json);
@@ -555,10 +788,17 @@ static void call_once(run_t *r, const scenario_step_t *step, long index, call_re
     char key[SCENARIO_MAX_IDEMPOTENCY_KEY + 1] = "";
     if (step->idempotency_key != NULL)
         scenario_expand_text(step->idempotency_key, index, key, sizeof key); /* fits: checked by the parser */
-    res->st = natomic_request_idempotent(&reply, r->sv.nc, step->subject, req, mt->reply, step->timeout_ms,
-                                         key[0] != '\0' ? key : NULL, &res->info);
+    size_t len = protobuf_c_message_get_packed_size(req);
+    uint8_t *data = malloc(len > 0 ? len : 1);
+    if (data == NULL) {
+        res->st = NATOMIC_ENOMEM;
+        snprintf(res->error, sizeof res->error, "out of memory");
+    } else {
+        protobuf_c_message_pack(req, data);
+        lab_request(r, step->subject, data, len, mt->reply, step->timeout_ms, key[0] != '\0' ? key : NULL, tx, res);
+    }
+    free(data);
     if (res->st == NATOMIC_OK) {
-        res->reply = message_to_json(reply);
         /* What the lab itself put in, for the conservation invariants. */
         pthread_mutex_lock(&r->mu);
         if (strcmp(step->subject, "inventory.restock") == 0)
@@ -567,26 +807,24 @@ static void call_once(run_t *r, const scenario_step_t *step, long index, call_re
             r->deposited += json_int_any(json_object_get(req_json, "amount"));
         pthread_mutex_unlock(&r->mu);
     }
-    protobuf_c_message_free_unpacked(reply, NULL);
     protobuf_c_message_free_unpacked(req, NULL);
     json_decref(req_json);
 }
 
-/* "ok {...}", "error PaymentDeclined (rollback complete)", "timeout", ... */
+/* "ok {...}", "error PaymentDeclined (code 422, rollback complete): ...", "timeout", ... */
 static void describe_result(const call_result_t *res, char *out, size_t cap)
 {
     if (res->error[0] != '\0') {
         snprintf(out, cap, "not sent: %s", res->error);
     } else if (res->st == NATOMIC_OK) {
         char *text = json_compact(res->reply, 200);
-        snprintf(out, cap, "ok %s%s", text ? text : "{}", res->info.replayed ? ", replayed" : "");
+        snprintf(out, cap, "ok %s%s", text ? text : "{}", res->replayed ? ", replayed" : "");
         free(text);
-    } else if (res->st == NATOMIC_ETIMEOUT && res->info.code == 0) {
+    } else if (res->st == NATOMIC_ETIMEOUT && res->code == 0) {
         snprintf(out, cap, "timeout (no reply in time)");
-    } else if (res->info.code != 0) {
-        snprintf(out, cap, "error %s (code %d, rollback %s%s): %s", res->info.type, res->info.code,
-                 natomic_outcome_name(res->info.rollback), res->info.replayed ? ", replayed" : "",
-                 res->info.message);
+    } else if (res->code != 0) {
+        snprintf(out, cap, "error %s (code %d, rollback %s%s): %s", res->type, res->code, res->rollback,
+                 res->replayed ? ", replayed" : "", res->message);
     } else {
         snprintf(out, cap, "%s", natomic_strerror(res->st));
     }
@@ -602,6 +840,14 @@ static bool json_matches(const json_t *want, const json_t *got)
         json_object_foreach((json_t *)want, k, v) if (!json_matches(v, json_object_get(got, k))) return false;
         return true;
     }
+    if (json_is_array(want) && json_is_array(got)) {
+        if (json_array_size(want) != json_array_size(got))
+            return false;
+        for (size_t i = 0; i < json_array_size(want); i++)
+            if (!json_matches(json_array_get(want, i), json_array_get(got, i)))
+                return false;
+        return true;
+    }
     return json_equal(want, got);
 }
 
@@ -610,14 +856,18 @@ static bool result_matches(const scenario_call_expect_t *e, bool has_expect, con
     if (has_expect && e->any)
         return true;
     if (has_expect && e->timeout)
-        return res->st == NATOMIC_ETIMEOUT && res->info.code == 0;
+        return res->st == NATOMIC_ETIMEOUT && res->code == 0;
     /* Natomic-Replayed comes with a reply or an error reply; the parser keeps it from any and timeout. */
-    if (has_expect && e->check_replayed && res->info.replayed != e->replayed)
+    if (has_expect && e->check_replayed && res->replayed != e->replayed)
         return false;
-    if (has_expect && e->error != NULL) {
-        if (res->info.code == 0 || strcmp(res->info.type, e->error) != 0)
+    if (has_expect && (e->error != NULL || e->code != 0)) {
+        if (res->code == 0)
             return false;
-        return e->rollback == NULL || strcmp(natomic_outcome_name(res->info.rollback), e->rollback) == 0;
+        if (e->error != NULL && strcmp(res->type, e->error) != 0)
+            return false;
+        if (e->code != 0 && res->code != e->code)
+            return false;
+        return e->rollback == NULL || strcmp(res->rollback, e->rollback) == 0;
     }
     if (res->st != NATOMIC_OK)
         return false;
@@ -627,18 +877,23 @@ static bool result_matches(const scenario_call_expect_t *e, bool has_expect, con
 static void describe_expect(const scenario_step_t *s, char *out, size_t cap)
 {
     const scenario_call_expect_t *e = &s->expect;
-    if (s->has_expect && e->any)
+    if (s->has_expect && e->any) {
         snprintf(out, cap, "any outcome");
-    else if (s->has_expect && e->timeout)
+    } else if (s->has_expect && e->timeout) {
         snprintf(out, cap, "timeout (no reply in time)");
-    else if (s->has_expect && e->error != NULL)
-        snprintf(out, cap, "error %s%s%s", e->error, e->rollback ? ", rollback " : "", e->rollback ? e->rollback : "");
-    else if (s->has_expect && e->reply != NULL) {
+    } else if (s->has_expect && (e->error != NULL || e->code != 0)) {
+        char code[24] = "";
+        if (e->code != 0)
+            snprintf(code, sizeof code, "%scode %d", e->error != NULL ? ", " : "", e->code);
+        snprintf(out, cap, "error %s%s%s%s", e->error != NULL ? e->error : "", code, e->rollback ? ", rollback " : "",
+                 e->rollback ? e->rollback : "");
+    } else if (s->has_expect && e->reply != NULL) {
         char *text = json_compact(e->reply, 200);
         snprintf(out, cap, "ok with %s", text ? text : "{}");
         free(text);
-    } else
+    } else {
         snprintf(out, cap, "ok");
+    }
     if (s->has_expect && e->check_replayed) {
         size_t used = strlen(out);
         if (used < cap)
@@ -665,14 +920,16 @@ static void *batch_worker(void *arg)
         if (i >= b->step->repeat)
             break;
         call_result_t res;
-        call_once(b->r, b->step, i, &res);
+        char tx[TX_LEN + 1];
+        new_tx(tx);
+        call_once(b->r, b->step, i, tx, &res);
         bool match = result_matches(&b->step->expect, b->step->has_expect, &res);
         pthread_mutex_lock(&b->mu);
         if (res.st == NATOMIC_OK)
             b->ok++;
-        else if (res.info.code != 0) {
+        else if (res.code != 0) {
             b->errors++;
-            count_key(b->error_types, res.info.type);
+            count_key(b->error_types, res.type);
         } else
             b->timeouts++;
         if (match)
@@ -685,7 +942,7 @@ static void *batch_worker(void *arg)
     return NULL;
 }
 
-/* Plays a call step; returns true when it met its expectation. Emits one point unless `quiet`. */
+/* Plays a call step; returns true when it met its expectation. Emits one point unless a passing seed call. */
 static bool play_call(run_t *r, const scenario_step_t *step, size_t index, bool seed_data)
 {
     char expected[300], actual[600];
@@ -693,7 +950,11 @@ static bool play_call(run_t *r, const scenario_step_t *step, size_t index, bool 
     const char *what = seed_data ? "seed data" : "step";
     if (step->repeat <= 1) {
         call_result_t res;
-        call_once(r, step, 0, &res);
+        char tx[TX_LEN + 1];
+        new_tx(tx);
+        if (!seed_data)
+            memcpy(r->step_tx[index], tx, sizeof tx);
+        call_once(r, step, 0, tx, &res);
         describe_result(&res, actual, sizeof actual);
         bool ok = result_matches(&step->expect, step->has_expect, &res);
         json_decref(res.reply);
@@ -756,17 +1017,17 @@ static int apply_faults(run_t *r, const char *service, int instance, const char 
         fprintf(stderr, "natomic-lab: no service %s (instance %d) to apply faults to\n", service, instance);
         return -1;
     }
-    char inbox[64], subject[200];
-    snprintf(inbox, sizeof inbox, "_NATOMIC_LAB.%p.%d", (void *)r, rand());
+    char subject[200];
     if (instance >= 0) {
         snprintf(subject, sizeof subject, "$NATOMIC.FAULTS.%s.%s-%d", service, service, instance);
         instances = 1;
     } else {
         snprintf(subject, sizeof subject, "$NATOMIC.FAULTS.%s", service);
     }
+    natsInbox *inbox = NULL;
     natsSubscription *sub = NULL;
     int ok = 0;
-    if (natsConnection_SubscribeSync(&sub, r->sv.nc, inbox) == NATS_OK &&
+    if (natsInbox_Create(&inbox) == NATS_OK && natsConnection_SubscribeSync(&sub, r->sv.nc, inbox) == NATS_OK &&
         natsConnection_PublishRequestString(r->sv.nc, subject, inbox, spec) == NATS_OK) {
         for (int i = 0; i < instances; i++) {
             natsMsg *m = NULL;
@@ -781,6 +1042,7 @@ static int apply_faults(run_t *r, const char *service, int instance, const char 
         }
     }
     natsSubscription_Destroy(sub);
+    natsInbox_Destroy(inbox);
     if (ok != instances)
         fprintf(stderr, "natomic-lab: %d of %d instances of %s applied '%s' (%s)\n", ok, instances, service, spec,
                 subject);
@@ -890,11 +1152,55 @@ static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
 typedef struct final_check {
     char desc[200];
     bool ok;
-    char expected[200];
-    char actual[600];
+    char expected[300];
+    char actual[800];
 } final_check_t;
 
-static void oracle_inputs(run_t *r, oracle_inputs_t *in)
+/* The checks of one evaluation, in the order they become TAP points. */
+typedef struct final_checks {
+    final_check_t *items;
+    size_t n, cap;
+    size_t failed;
+} final_checks_t;
+
+static final_check_t *add_check(final_checks_t *fc)
+{
+    if (fc->n == fc->cap) {
+        size_t cap = fc->cap ? fc->cap * 2 : 32;
+        final_check_t *grown = realloc(fc->items, cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        fc->items = grown;
+        fc->cap = cap;
+    }
+    final_check_t *c = &fc->items[fc->n++];
+    memset(c, 0, sizeof *c);
+    return c;
+}
+
+/* A count check: "<what> <key> <op> <value>" against `got`. */
+static void count_check(final_checks_t *fc, const char *what, const char *key, scenario_cmp_t op, long long want,
+                        long long got, const char *detail)
+{
+    final_check_t *c = add_check(fc);
+    if (c == NULL)
+        return;
+    c->ok = scenario_compare(got, op, want);
+    snprintf(c->desc, sizeof c->desc, "%s%s%s %s %lld", what, key[0] ? " " : "", key, scenario_cmp_text(op), want);
+    if (op == CMP_EQ)
+        snprintf(c->expected, sizeof c->expected, "%lld", want);
+    else
+        snprintf(c->expected, sizeof c->expected, "%s %lld", scenario_cmp_text(op), want);
+    snprintf(c->actual, sizeof c->actual, "%lld%s", got, detail != NULL ? detail : "");
+}
+
+/* The oracle's view of what the tap saw (the arrays borrow the run's; r->mu held). */
+typedef struct wire_view {
+    oracle_call_t *calls;
+    oracle_event_t *events;
+} wire_view_t;
+
+static void oracle_inputs(run_t *r, oracle_inputs_t *in, wire_view_t *w)
 {
     memset(in, 0, sizeof *in);
     int n = 0;
@@ -909,74 +1215,270 @@ static void oracle_inputs(run_t *r, oracle_inputs_t *in)
     in->order_created_ids = (const char *const *)r->order_created;
     in->n_order_created = r->n_order_created;
     in->dead_letters = r->dead_letters;
+    w->calls = calloc(r->n_calls > 0 ? r->n_calls : 1, sizeof *w->calls);
+    w->events = calloc(r->n_events > 0 ? r->n_events : 1, sizeof *w->events);
+    if (w->calls != NULL) {
+        for (size_t i = 0; i < r->n_calls; i++) {
+            const observed_call_t *c = &r->calls[i];
+            w->calls[i] = (oracle_call_t){.service = c->service,
+                                          .tx = c->tx,
+                                          .compensation = c->compensation,
+                                          .time_ns = c->time_ns,
+                                          .answer = c->answer,
+                                          .code = c->code,
+                                          .type = c->type,
+                                          .claimed = c->has_claim ? c->claimed : NULL};
+        }
+        in->calls = w->calls;
+        in->n_calls = r->n_calls;
+    }
+    if (w->events != NULL) {
+        for (size_t i = 0; i < r->n_events; i++)
+            w->events[i] = (oracle_event_t){r->events[i].service, r->events[i].type, r->events[i].tx};
+        in->events = w->events;
+        in->n_events = r->n_events;
+    }
 }
 
-/* Evaluates every final expectation once; returns how many failed. */
-static size_t evaluate(run_t *r, final_check_t *out, size_t *n_out)
+/* One seen entry of a sequence: a compensation call or an event. */
+typedef struct seen {
+    const char *service, *name;  /* "inventory" and "release" -> inventory.release */
+    int64_t time_ns;
+    size_t order;                /* the order seen, for equal times           */
+    const json_t *payload;
+} seen_t;
+
+static int by_time(const void *a, const void *b)
+{
+    const seen_t *x = a, *y = b;
+    if (x->time_ns != y->time_ns)
+        return x->time_ns < y->time_ns ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* "a, b {\"f\":1}, c" or "none"; at most cap. */
+static void describe_seen(const seen_t *s, size_t n, bool with_payload, char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    if (n == 0)
+        snprintf(out, cap, "none");
+    for (size_t i = 0; i < n && used + 1 < cap; i++) {
+        char *text = with_payload ? json_compact(s[i].payload, 60) : NULL;
+        int w = snprintf(out + used, cap - used, "%s%s.%s%s%s", i > 0 ? ", " : "", s[i].service, s[i].name,
+                         text != NULL ? " " : "", text != NULL ? text : "");
+        free(text);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
+static void describe_expected_seq(const scenario_seq_t *q, char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    if (q->n == 0)
+        snprintf(out, cap, "none");
+    for (size_t i = 0; i < q->n && used + 1 < cap; i++) {
+        char *text = q->items[i].fields != NULL ? json_compact(q->items[i].fields, 60) : NULL;
+        int w = snprintf(out + used, cap - used, "%s%s%s%s", i > 0 ? ", " : "", q->items[i].name,
+                         text != NULL ? " " : "", text != NULL ? text : "");
+        free(text);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
+/* A step's expected sequence against what was seen in its transaction (compensations or events). */
+static void sequence_check(run_t *r, final_checks_t *fc, size_t step, const scenario_seq_t *q, bool events)
+{
+    const char *tx = r->step_tx[step];
+    size_t total = events ? r->n_events : r->n_calls, n = 0;
+    seen_t *seen = calloc(total > 0 ? total : 1, sizeof *seen);
+    final_check_t *c = add_check(fc);
+    if (c == NULL || seen == NULL) {
+        free(seen);
+        return;
+    }
+    for (size_t i = 0; i < total; i++) {
+        if (events) {
+            const observed_event_t *e = &r->events[i];
+            if (strcmp(e->tx, tx) == 0)
+                seen[n++] = (seen_t){e->service, e->type, e->time_ns, i, e->payload};
+        } else {
+            const observed_call_t *k = &r->calls[i];
+            if (k->compensation && strcmp(k->tx, tx) == 0)
+                seen[n++] = (seen_t){k->service, k->subject + strlen(k->service) + 1, k->time_ns, i, k->request};
+        }
+    }
+    qsort(seen, n, sizeof *seen, by_time);
+    bool ok = n == q->n, with_payload = false;
+    for (size_t i = 0; i < q->n; i++) {
+        with_payload = with_payload || q->items[i].fields != NULL;
+        if (!ok)
+            continue;
+        char name[200];
+        snprintf(name, sizeof name, "%s.%s", seen[i].service, seen[i].name);
+        ok = strcmp(name, q->items[i].name) == 0 &&
+             (q->items[i].fields == NULL || (seen[i].payload != NULL && json_matches(q->items[i].fields, seen[i].payload)));
+    }
+    const scenario_step_t *st = &r->sc->steps[step];
+    c->ok = ok;
+    describe_expected_seq(q, c->expected, sizeof c->expected);
+    describe_seen(seen, n, with_payload, c->actual, sizeof c->actual);
+    snprintf(c->desc, sizeof c->desc, "step %zu (line %d) %s: %.150s", step + 1, st->line,
+             events ? "events" : "compensations", c->expected);
+    free(seen);
+}
+
+/*
+ * Barrier checks (keys "<service>.<outcome>", grouped by service as
+ * written) for one transaction (NULL: the whole story): each count, then
+ * once per participant whether what it replied fits what its state records.
+ */
+static void barrier_checks(run_t *r, final_checks_t *fc, const oracle_inputs_t *in, const scenario_check_t *checks,
+                           size_t n, const char *tx, const char *prefix)
+{
+    for (size_t first = 0, end; first < n; first = end) {
+        size_t len = (size_t)(strchr(checks[first].key, '.') - checks[first].key);
+        for (end = first + 1; end < n && strncmp(checks[end].key, checks[first].key, len + 1) == 0; end++) {
+        }
+        char service[64], what[120], err[300] = "";
+        snprintf(service, sizeof service, "%.*s", (int)len, checks[first].key);
+        snprintf(what, sizeof what, "%sbarrier %s", prefix, service);
+        int count = 0;
+        supervised_service_t *s = supervisor_find(&r->sv, service, &count);
+        oracle_barrier_t b = {0};
+        int rc = s != NULL ? oracle_barrier(in, service, s->db_path, tx, &b, err, sizeof err) : -1;
+        if (s == NULL)
+            snprintf(err, sizeof err, "the service is not part of this scenario");
+        char detail[120];
+        snprintf(detail, sizeof detail, " (executed %lld, duplicate %lld, null_compensation %lld, refused_late %lld)",
+                 b.executed, b.duplicate, b.null_compensation, b.refused_late);
+        for (size_t i = first; i < end; i++) {
+            const char *outcome = checks[i].key + len + 1;
+            if (rc != 0) {
+                final_check_t *c = add_check(fc);
+                if (c == NULL)
+                    return;
+                snprintf(c->desc, sizeof c->desc, "%s %s %s %lld", what, outcome, scenario_cmp_text(checks[i].op),
+                         checks[i].value);
+                snprintf(c->expected, sizeof c->expected, "%s%s%lld",
+                         checks[i].op == CMP_EQ ? "" : scenario_cmp_text(checks[i].op),
+                         checks[i].op == CMP_EQ ? "" : " ", checks[i].value);
+                snprintf(c->actual, sizeof c->actual, "unreadable: %s", err);
+                continue;
+            }
+            long long got = strcmp(outcome, "executed") == 0            ? b.executed
+                            : strcmp(outcome, "duplicate") == 0         ? b.duplicate
+                            : strcmp(outcome, "null_compensation") == 0 ? b.null_compensation
+                                                                        : b.refused_late;
+            count_check(fc, what, outcome, checks[i].op, checks[i].value, got, detail);
+        }
+        if (rc != 0)
+            continue;
+        final_check_t *c = add_check(fc);
+        if (c == NULL)
+            return;
+        c->ok = b.disagreement[0] == '\0';
+        snprintf(c->desc, sizeof c->desc, "%s: its replies agree with its state", what);
+        snprintf(c->expected, sizeof c->expected, "every outcome it replied is recorded in its natomic_barrier");
+        snprintf(c->actual, sizeof c->actual, "%s", c->ok ? "they agree" : b.disagreement);
+    }
+}
+
+/* Dead letter documents, each a partial match of the one seen at its place. */
+static void dead_letter_checks(run_t *r, final_checks_t *fc)
+{
+    size_t i;
+    json_t *want;
+    json_array_foreach(r->sc->dead_letter_docs, i, want) {
+        final_check_t *c = add_check(fc);
+        if (c == NULL)
+            return;
+        json_t *got = json_array_get(r->dead_letter_docs, i);
+        c->ok = got != NULL && json_matches(want, got);
+        char *w = json_compact(want, 150), *g = json_compact(got, 400);
+        snprintf(c->desc, sizeof c->desc, "dead letter %zu has %.150s", i + 1, w != NULL ? w : "?");
+        snprintf(c->expected, sizeof c->expected, "%s", w != NULL ? w : "?");
+        snprintf(c->actual, sizeof c->actual, "%s", g != NULL ? g : "no such dead letter");
+        free(w);
+        free(g);
+    }
+}
+
+/* Evaluates every final expectation once into fc (emptied first); returns how many failed. */
+static size_t evaluate(run_t *r, final_checks_t *fc)
 {
     const scenario_t *sc = r->sc;
-    size_t n = 0, failed = 0;
+    fc->n = 0;
     pthread_mutex_lock(&r->mu);
     oracle_inputs_t in;
-    oracle_inputs(r, &in);
-    for (size_t i = 0; i < sc->n_state; i++, n++) {
-        final_check_t *c = &out[n];
+    wire_view_t wire;
+    oracle_inputs(r, &in, &wire);
+    for (size_t i = 0; i < sc->n_state; i++) {
+        const scenario_check_t *want = &sc->state[i];
         long long v = 0;
         char err[300] = "";
-        int rc = oracle_state(&in, sc->state[i].key, &v, err, sizeof err);
-        c->ok = rc == 0 && v == sc->state[i].value;
-        snprintf(c->desc, sizeof c->desc, "state %s = %lld", sc->state[i].key, sc->state[i].value);
-        snprintf(c->expected, sizeof c->expected, "%lld", sc->state[i].value);
-        if (rc == 0)
-            snprintf(c->actual, sizeof c->actual, "%lld", v);
-        else
-            snprintf(c->actual, sizeof c->actual, "unreadable: %s", err);
-    }
-    for (size_t i = 0; i < sc->n_events; i++, n++) {
-        final_check_t *c = &out[n];
-        json_int_t v = json_integer_value(json_object_get(r->event_counts, sc->events[i].key));
-        c->ok = v == sc->events[i].value;
-        snprintf(c->desc, sizeof c->desc, "events %s = %lld", sc->events[i].key, sc->events[i].value);
-        snprintf(c->expected, sizeof c->expected, "%lld", sc->events[i].value);
-        snprintf(c->actual, sizeof c->actual, "%lld", (long long)v);
-    }
-    for (size_t i = 0; i < sc->n_compensations; i++, n++) {
-        final_check_t *c = &out[n];
-        json_int_t v = json_integer_value(json_object_get(r->compensation_counts, sc->compensations[i].key));
-        c->ok = v == sc->compensations[i].value;
-        snprintf(c->desc, sizeof c->desc, "compensations %s = %lld", sc->compensations[i].key,
-                 sc->compensations[i].value);
-        snprintf(c->expected, sizeof c->expected, "%lld", sc->compensations[i].value);
-        snprintf(c->actual, sizeof c->actual, "%lld", (long long)v);
-    }
-    if (sc->dead_letters >= 0) {
-        final_check_t *c = &out[n++];
-        c->ok = r->dead_letters == sc->dead_letters;
-        snprintf(c->desc, sizeof c->desc, "dead letters = %lld", sc->dead_letters);
-        snprintf(c->expected, sizeof c->expected, "%lld", sc->dead_letters);
-        snprintf(c->actual, sizeof c->actual, "%lld", r->dead_letters);
-    }
-    if (sc->recoveries >= 0) {
-        final_check_t *c = &out[n++];
-        c->ok = r->recoveries == sc->recoveries;
-        snprintf(c->desc, sizeof c->desc, "recoveries = %lld", sc->recoveries);
-        snprintf(c->expected, sizeof c->expected, "%lld", sc->recoveries);
-        snprintf(c->actual, sizeof c->actual, "%lld (recovery steps seen: %zu)", r->recoveries, r->n_recovery);
-    }
-    for (size_t i = 0; i < sc->n_invariants; i++, n++) {
-        final_check_t *c = &out[n];
-        int holds = oracle_invariant(&in, sc->invariants[i], c->actual, sizeof c->actual);
-        c->ok = holds == 1;
-        if (holds < 0) {
-            char reason[sizeof c->actual - 32];
-            snprintf(reason, sizeof reason, "%s", c->actual);
-            snprintf(c->actual, sizeof c->actual, "cannot be checked: %s", reason);
+        if (oracle_state(&in, want->key, &v, err, sizeof err) == 0) {
+            count_check(fc, "state", want->key, want->op, want->value, v, NULL);
+            continue;
         }
+        final_check_t *c = add_check(fc);
+        if (c == NULL)
+            break;
+        snprintf(c->desc, sizeof c->desc, "state %s %s %lld", want->key, scenario_cmp_text(want->op), want->value);
+        snprintf(c->expected, sizeof c->expected, "%s%s%lld", want->op == CMP_EQ ? "" : scenario_cmp_text(want->op),
+                 want->op == CMP_EQ ? "" : " ", want->value);
+        snprintf(c->actual, sizeof c->actual, "unreadable: %s", err);
+    }
+    for (size_t i = 0; i < sc->n_events; i++)
+        count_check(fc, "events", sc->events[i].key, sc->events[i].op, sc->events[i].value,
+                    json_integer_value(json_object_get(r->event_counts, sc->events[i].key)), NULL);
+    for (size_t i = 0; i < sc->n_compensations; i++)
+        count_check(fc, "compensations", sc->compensations[i].key, sc->compensations[i].op, sc->compensations[i].value,
+                    json_integer_value(json_object_get(r->compensation_counts, sc->compensations[i].key)), NULL);
+    if (sc->dead_letters >= 0)
+        count_check(fc, "dead letters", "", sc->dead_letters_op, sc->dead_letters, r->dead_letters, NULL);
+    if (sc->dead_letter_docs != NULL)
+        dead_letter_checks(r, fc);
+    if (sc->recoveries >= 0) {
+        char detail[64];
+        snprintf(detail, sizeof detail, " (recovery steps seen: %zu)", r->n_recovery);
+        count_check(fc, "recoveries", "", sc->recoveries_op, sc->recoveries, r->recoveries, detail);
+    }
+    barrier_checks(r, fc, &in, sc->barrier, sc->n_barrier, NULL, "");
+    for (size_t i = 0; i < sc->n_steps; i++) {
+        const scenario_step_t *st = &sc->steps[i];
+        if (st->kind != STEP_CALL || !st->has_expect)
+            continue;
+        if (st->expect.compensations.given)
+            sequence_check(r, fc, i, &st->expect.compensations, false);
+        if (st->expect.events.given)
+            sequence_check(r, fc, i, &st->expect.events, true);
+        if (st->expect.n_barrier > 0) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "step %zu (line %d) ", i + 1, st->line);
+            barrier_checks(r, fc, &in, st->expect.barrier, st->expect.n_barrier, r->step_tx[i], prefix);
+        }
+    }
+    for (size_t i = 0; i < sc->n_invariants; i++) {
+        final_check_t *c = add_check(fc);
+        if (c == NULL)
+            break;
+        char why[sizeof c->actual - 32];
+        int holds = oracle_invariant(&in, sc->invariants[i], why, sizeof why);
+        c->ok = holds == 1;
+        snprintf(c->actual, sizeof c->actual, "%s%s", holds < 0 ? "cannot be checked: " : "", why);
         snprintf(c->desc, sizeof c->desc, "invariant %s holds", sc->invariants[i]);
         snprintf(c->expected, sizeof c->expected, "%s holds", sc->invariants[i]);
     }
-    for (size_t i = 0; i < sc->n_violations; i++, n++) {
-        final_check_t *c = &out[n];
+    for (size_t i = 0; i < sc->n_violations; i++) {
+        final_check_t *c = add_check(fc);
+        if (c == NULL)
+            break;
         char why[sizeof c->actual - 32];
         int holds = oracle_invariant(&in, sc->violations[i], why, sizeof why);
         c->ok = holds == 0; /* broken, and really checked */
@@ -991,10 +1493,47 @@ static size_t evaluate(run_t *r, final_check_t *out, size_t *n_out)
                      sc->violations[i], why);
     }
     pthread_mutex_unlock(&r->mu);
-    for (size_t i = 0; i < n; i++)
-        failed += !out[i].ok;
-    *n_out = n;
-    return failed;
+    free(wire.calls);
+    free(wire.events);
+    fc->failed = 0;
+    for (size_t i = 0; i < fc->n; i++)
+        fc->failed += !fc->items[i].ok;
+    return fc->failed;
+}
+
+/*
+ * The final checks: evaluated until they all hold or `eventually` ran out;
+ * then, with `hold`, evaluated again every poll for that long -- the first
+ * evaluation in which one breaks is the one reported, its actual saying
+ * when it broke.
+ */
+static void final_checks(run_t *r)
+{
+    final_checks_t fc = {0};
+    double deadline = now_s() + r->sc->eventually_ms / 1000.0;
+    while (evaluate(r, &fc) > 0 && now_s() < deadline)
+        sleep_ms(CHECK_POLL_MS);
+    if (fc.failed == 0 && r->sc->hold_ms > 0) {
+        double start = now_s(), end = start + r->sc->hold_ms / 1000.0;
+        while (now_s() < end) {
+            sleep_ms(CHECK_POLL_MS);
+            if (evaluate(r, &fc) == 0)
+                continue;
+            double held_ms = (now_s() - start) * 1000.0;
+            for (size_t i = 0; i < fc.n; i++) {
+                if (fc.items[i].ok)
+                    continue;
+                char was[sizeof fc.items[i].actual];
+                snprintf(was, sizeof was, "%s", fc.items[i].actual);
+                snprintf(fc.items[i].actual, sizeof fc.items[i].actual, "held %.0f of %d ms, then: %.700s", held_ms,
+                         r->sc->hold_ms, was);
+            }
+            break;
+        }
+    }
+    for (size_t i = 0; i < fc.n; i++)
+        point(r, fc.items[i].ok, fc.items[i].expected, fc.items[i].actual, "%s", fc.items[i].desc);
+    free(fc.items);
 }
 
 /* ---- one scenario, start to end ------------------------------------------------------ */
@@ -1008,8 +1547,7 @@ static bool run_scenario(run_t *r)
     for (char *c = about; *c; c++)
         if (*c == '\n' || *c == '\r')
             *c = ' ';
-    printf("# %s%s%s (seed %llu): %s\n", sc->group, sc->group[0] ? "/" : "", sc->name, r->seed, about);
-    fflush(stdout);
+    fprintf(r->out, "# %s%s%s (seed %llu): %s\n", sc->group, sc->group[0] ? "/" : "", sc->name, r->seed, about);
     if (supervisor_start(&r->sv, r->seed) != 0) {
         point(r, false, "NATS to start", "it did not (see stderr)", "start NATS");
         return false;
@@ -1052,16 +1590,7 @@ static bool run_scenario(run_t *r)
         timeline_add(&r->tl, TL_NOTE, "lab", "lab", false, "step %zu (line %d)", i + 1, sc->steps[i].line);
         play_step(r, &sc->steps[i], i);
     }
-
-    size_t max = sc->n_state + sc->n_events + sc->n_compensations + 2 + sc->n_invariants + sc->n_violations;
-    final_check_t *checks = calloc(max, sizeof *checks);
-    size_t n = 0;
-    double deadline = now_s() + sc->eventually_ms / 1000.0;
-    while (checks != NULL && evaluate(r, checks, &n) > 0 && now_s() < deadline)
-        sleep_ms(CHECK_POLL_MS);
-    for (size_t i = 0; checks != NULL && i < n; i++)
-        point(r, checks[i].ok, checks[i].expected, checks[i].actual, "%s", checks[i].desc);
-    free(checks);
+    final_checks(r);
     return true;
 }
 
@@ -1087,6 +1616,37 @@ static char *collect_logs(run_t *r)
         free(tail);
     }
     return all;
+}
+
+/* Plays one scenario start to end on the calling thread; its TAP ends up in r->out_text. */
+static void play_scenario(run_t *r)
+{
+    double t0 = now_s();
+    run_scenario(r);
+    for (int k = 0; k < N_TAPS; k++) {
+        if (r->tap[k] == NULL)
+            continue;
+        /* Drain: no tap callback may still run once the run is freed. */
+        if (natsSubscription_Drain(r->tap[k]) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(r->tap[k], 2000);
+        natsSubscription_Destroy(r->tap[k]);
+        r->tap[k] = NULL;
+    }
+    if (r->sv_up)
+        r->log_excerpt = collect_logs(r);
+    if (r->sv_up && r->opts->keep)
+        snprintf(r->kept, sizeof r->kept, "%s", r->sv.dir);
+    if (r->sv_up)
+        supervisor_stop(&r->sv, r->opts->keep);
+    r->sv_up = false;
+    r->duration_s = now_s() - t0;
+    /* The taps are drained: nothing writes the recovery figures any more. For scripts (a median
+     * over runs) as a TAP comment; never asserted on, since time is not behaviour. */
+    if (r->has_recovery_ms)
+        fprintf(r->out, "# recovery_ms: %.0f (%s%s%s, after the restart of %s)\n", r->recovery_ms, r->sc->group,
+                r->sc->group[0] ? "/" : "", r->sc->name, r->recovery_restart);
+    fclose(r->out);
+    r->out = NULL;
 }
 
 /* ---- files ------------------------------------------------------------------------------ */
@@ -1128,16 +1688,155 @@ static void on_fatal_signal(int sig)
     raise(sig);
 }
 
+/* One file of the run: a scenario to play, or the reason it is not one. */
+typedef struct job {
+    const char *path;
+    scenario_t *sc;         /* NULL: invalid, see err                       */
+    char err[2048];
+    char full[300];         /* "<group>/<name>"                             */
+    run_t *r;               /* NULL: filtered out or invalid                */
+    bool done;
+} job_t;
+
+typedef struct pool {
+    job_t *jobs;
+    size_t n;
+    atomic_size_t next;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;    /* a job is done                                */
+} pool_t;
+
+static run_t *new_run(scenario_t *sc, const runner_options_t *opts)
+{
+    run_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->sc = sc;
+    r->opts = opts;
+    r->seed = opts->has_seed ? opts->seed : sc->seed;
+    snprintf(r->replay, sizeof r->replay, "natomic-lab run %s --seed %llu", sc->path, r->seed);
+    r->event_counts = json_object();
+    r->event_ids = json_object();
+    r->compensation_counts = json_object();
+    r->dead_letter_docs = json_array();
+    r->step_tx = calloc(sc->n_steps > 0 ? sc->n_steps : 1, sizeof *r->step_tx);
+    r->out = open_memstream(&r->out_text, &r->out_len);
+    pthread_mutex_init(&r->mu, NULL);
+    timeline_init(&r->tl);
+    if (r->step_tx == NULL || r->out == NULL || r->event_counts == NULL || r->dead_letter_docs == NULL) {
+        if (r->out != NULL)
+            fclose(r->out);
+        free(r->out_text);
+        free(r->step_tx);
+        json_decref(r->event_counts);
+        json_decref(r->event_ids);
+        json_decref(r->compensation_counts);
+        json_decref(r->dead_letter_docs);
+        timeline_free(&r->tl);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
 static void free_run(run_t *r)
 {
+    if (r == NULL)
+        return;
+    timeline_free(&r->tl);
+    free(r->checks);
+    free(r->log_excerpt);
     json_decref(r->event_counts);
     json_decref(r->event_ids);
-    free(r->recovery);
     json_decref(r->compensation_counts);
+    json_decref(r->dead_letter_docs);
+    free(r->recovery);
     for (size_t i = 0; i < r->n_order_created; i++)
         free(r->order_created[i]);
     free(r->order_created);
+    for (size_t i = 0; i < r->n_calls; i++)
+        json_decref(r->calls[i].request);
+    free(r->calls);
+    for (size_t i = 0; i < r->n_events; i++)
+        json_decref(r->events[i].payload);
+    free(r->events);
+    free(r->step_tx);
+    free(r->out_text);
     pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* A worker: plays the next scenario not yet taken until none is left. */
+static void *worker(void *arg)
+{
+    pool_t *p = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&p->next, 1);
+        if (i >= p->n)
+            return NULL;
+        job_t *j = &p->jobs[i];
+        if (j->r != NULL)
+            play_scenario(j->r);
+        pthread_mutex_lock(&p->mu);
+        j->done = true;
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/*
+ * Copies a scenario's TAP to stdout with its test points renumbered from
+ * *counter: lines that start with "ok N" or "not ok N" are points (YAML
+ * blocks are indented and comments start with '#').
+ */
+static void emit_tap(const char *text, size_t len, int *counter)
+{
+    const char *line = text, *end = text + len;
+    while (line < end) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t n = nl != NULL ? (size_t)(nl - line) + 1 : (size_t)(end - line);
+        const char *rest = NULL;
+        bool ok = false;
+        if (n > 3 && strncmp(line, "ok ", 3) == 0) {
+            ok = true;
+            rest = line + 3;
+        } else if (n > 7 && strncmp(line, "not ok ", 7) == 0) {
+            rest = line + 7;
+        }
+        const char *after = rest;
+        while (after != NULL && after < line + n && *after >= '0' && *after <= '9')
+            after++;
+        if (rest != NULL && after > rest) {
+            printf("%s %d", ok ? "ok" : "not ok", ++*counter);
+            fwrite(after, 1, (size_t)(line + n - after), stdout);
+        } else {
+            fwrite(line, 1, n, stdout);
+        }
+        line += n;
+    }
+    fflush(stdout);
+}
+
+/* The last progress lines: the counts, then each invalid file and why. */
+static void summary(const job_t *jobs, size_t n, size_t n_runs, size_t n_failed, int points, double seconds)
+{
+    size_t invalid = 0;
+    for (size_t i = 0; i < n; i++)
+        invalid += jobs[i].sc == NULL;
+    fprintf(stderr, "%zu scenarios, %zu failed, %d checks, %.1f s", n_runs, n_failed, points, seconds);
+    if (invalid > 0)
+        fprintf(stderr, "; %zu file%s not a valid scenario:", invalid, invalid == 1 ? " is" : "s are");
+    fprintf(stderr, "\n");
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i].sc == NULL)
+            fprintf(stderr, "  %s\n", jobs[i].err);
+}
+
+static int default_jobs(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_JOBS ? MAX_JOBS : (int)n;
 }
 
 int runner_run(char *const paths[], size_t n_paths, const runner_options_t *opts)
@@ -1152,125 +1851,127 @@ int runner_run(char *const paths[], size_t n_paths, const runner_options_t *opts
     signal(SIGHUP, on_fatal_signal);
     signal(SIGPIPE, SIG_IGN);
 
-    /* Services started from here on accept fault lists on $NATOMIC.FAULTS.<name>. */
+    /* Services started from here on accept fault lists on $NATOMIC.FAULTS.<name>. Set before any
+     * worker exists: the environment is read by every fork. */
     setenv("NATOMIC_FAULT_CONTROL", "1", 1);
     setenv("NATOMIC_TRACE", "1", 1); /* copies of calls and replies for the tap */
     printf("TAP version 14\n");
     fflush(stdout);
-    size_t n_runs = 0, n_failed_scenarios = 0;
-    report_scenario_t *reports = calloc(files.n > 0 ? files.n : 1, sizeof *reports);
-    run_t **runs = calloc(files.n > 0 ? files.n : 1, sizeof *runs);
-    scenario_t **loaded = calloc(files.n > 0 ? files.n : 1, sizeof *loaded);
-    double t_all = now_s();
-    for (size_t i = 0; i < files.n; i++) {
-        char err[512];
-        scenario_t *sc = NULL;
-        if (scenario_load(&sc, files.paths[i], err, sizeof err) != 0) {
-            printf("not ok %d - %s: the file is not a valid scenario\n  ---\n", ++tap_counter, files.paths[i]);
-            yaml_quoted(stdout, "message", err);
-            printf("  ...\n");
-            fprintf(stderr, "%s\n", err);
-            n_failed_scenarios++;
+
+    /* Every file is read first, in order: the invalid ones and the filter are known before anything runs. */
+    pool_t pool = {.jobs = calloc(files.n > 0 ? files.n : 1, sizeof *pool.jobs), .n = files.n};
+    atomic_init(&pool.next, 0);
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cond, NULL);
+    size_t n_runs = 0;
+    for (size_t i = 0; pool.jobs != NULL && i < files.n; i++) {
+        job_t *j = &pool.jobs[i];
+        j->path = files.paths[i];
+        if (scenario_load(&j->sc, j->path, j->err, sizeof j->err) != 0) {
+            j->sc = NULL;
             continue;
         }
-        char full[300];
-        snprintf(full, sizeof full, "%s%s%s", sc->group, sc->group[0] ? "/" : "", sc->name);
-        if (opts->filter != NULL && strstr(full, opts->filter) == NULL) {
-            scenario_free(sc);
+        snprintf(j->full, sizeof j->full, "%s%s%s", j->sc->group, j->sc->group[0] ? "/" : "", j->sc->name);
+        if (opts->filter != NULL && strstr(j->full, opts->filter) == NULL)
+            continue;
+        if ((j->r = new_run(j->sc, opts)) == NULL) {
+            snprintf(j->err, sizeof j->err, "%s: out of memory", j->path);
+            scenario_free(j->sc);
+            j->sc = NULL;
             continue;
         }
-        loaded[n_runs] = sc;
-        run_t *r = calloc(1, sizeof *r);
-        runs[n_runs] = r;
-        r->sc = sc;
-        r->opts = opts;
-        r->seed = opts->has_seed ? opts->seed : sc->seed;
-        snprintf(r->replay, sizeof r->replay, "natomic-lab run %s --seed %llu", sc->path, r->seed);
-        r->event_counts = json_object();
-        r->event_ids = json_object();
-        r->compensation_counts = json_object();
-        pthread_mutex_init(&r->mu, NULL);
-        timeline_init(&r->tl);
-        if (opts->progress)
-            fprintf(stderr, "[%zu/%zu] %-48s ", i + 1, files.n, full);
-        double t0 = now_s();
-        run_scenario(r);
-        for (int k = 0; k < N_TAPS; k++) {
-            if (r->tap[k] == NULL)
-                continue;
-            /* Drain: no tap callback may still run once the run is freed. */
-            if (natsSubscription_Drain(r->tap[k]) == NATS_OK)
-                natsSubscription_WaitForDrainCompletion(r->tap[k], 2000);
-            natsSubscription_Destroy(r->tap[k]);
-            r->tap[k] = NULL;
-        }
-        if (r->sv_up)
-            r->log_excerpt = collect_logs(r);
-        if (r->sv_up && opts->keep)
-            fprintf(stderr, "kept: %s\n", r->sv.dir);
-        if (r->sv_up)
-            supervisor_stop(&r->sv, opts->keep);
-        r->sv_up = false;
-        double dt = now_s() - t0;
-        size_t passed = r->n_checks - (size_t)r->tap_failed;
-        /* The taps are drained: nothing writes the recovery figures any more. For scripts (a median
-         * over runs) as a TAP comment; never asserted on, since time is not behaviour. */
-        char recovery[96] = "";
-        if (r->has_recovery_ms) {
-            printf("# recovery_ms: %.0f (%s, after the restart of %s)\n", r->recovery_ms, full, r->recovery_restart);
-            fflush(stdout);
-            snprintf(recovery, sizeof recovery, " recovery %.2f s after restart", r->recovery_ms / 1000.0);
-        }
-        if (opts->progress)
-            fprintf(stderr, "%s %zu/%zu checks (%.1f s)%s\n", r->tap_failed ? "FAILED" : "ok", passed, r->n_checks, dt,
-                    recovery);
-        if (r->tap_failed)
-            n_failed_scenarios++;
-        reports[n_runs] = (report_scenario_t){.name = sc->name,
-                                              .group = sc->group,
-                                              .about = sc->about,
-                                              .path = sc->path,
-                                              .seed = r->seed,
-                                              .replay = r->replay,
-                                              .duration_s = dt,
-                                              .checks = r->checks,
-                                              .n_checks = r->n_checks,
-                                              .timeline = &r->tl,
-                                              .log_excerpt = r->log_excerpt,
-                                              .durable = sc->durable,
-                                              .recoveries = r->recovery,
-                                              .n_recoveries = r->n_recovery,
-                                              .has_recovery_ms = r->has_recovery_ms,
-                                              .recovery_ms = r->recovery_ms,
-                                              .recovery_restart = r->recovery_restart};
         n_runs++;
     }
-    printf("1..%d\n", tap_counter);
+    int jobs = opts->jobs > 0 ? opts->jobs : default_jobs();
+    if ((size_t)jobs > n_runs)
+        jobs = n_runs > 0 ? (int)n_runs : 1;
+    pthread_t threads[MAX_JOBS];
+    int started = 0;
+    double t_all = now_s();
+    for (int i = 0; pool.jobs != NULL && i < jobs && i < MAX_JOBS; i++)
+        if (pthread_create(&threads[started], NULL, worker, &pool) == 0)
+            started++;
+    if (started == 0 && pool.jobs != NULL)
+        worker(&pool); /* no thread to be had: play them here, one at a time */
+
+    /* In file order, whatever order they end in: TAP, progress, the kept folder. */
+    size_t n_failed = 0, n_invalid = 0;
+    int counter = 0;
+    report_scenario_t *reports = calloc(n_runs > 0 ? n_runs : 1, sizeof *reports);
+    size_t n_reports = 0;
+    for (size_t i = 0; pool.jobs != NULL && i < pool.n; i++) {
+        job_t *j = &pool.jobs[i];
+        pthread_mutex_lock(&pool.mu);
+        while (!j->done)
+            pthread_cond_wait(&pool.cond, &pool.mu);
+        pthread_mutex_unlock(&pool.mu);
+        if (j->sc == NULL) {
+            printf("not ok %d - %s: the file is not a valid scenario\n  ---\n", ++counter, j->path);
+            yaml_quoted(stdout, "message", j->err);
+            printf("  ...\n");
+            fflush(stdout);
+            if (opts->progress)
+                fprintf(stderr, "[%zu/%zu] %-48s INVALID: %s\n", i + 1, pool.n, j->path, j->err);
+            n_invalid++;
+            continue;
+        }
+        run_t *r = j->r;
+        if (r == NULL)
+            continue;
+        emit_tap(r->out_text, r->out_len, &counter);
+        size_t passed = r->n_checks - (size_t)r->tap_failed;
+        char recovery[96] = "";
+        if (r->has_recovery_ms)
+            snprintf(recovery, sizeof recovery, " recovery %.2f s after restart", r->recovery_ms / 1000.0);
+        if (opts->progress)
+            fprintf(stderr, "[%zu/%zu] %-48s %s %zu/%zu checks (%.1f s)%s\n", i + 1, pool.n, j->full,
+                    r->tap_failed ? "FAILED" : "ok", passed, r->n_checks, r->duration_s, recovery);
+        if (r->kept[0] != '\0')
+            fprintf(stderr, "kept: %s\n", r->kept);
+        n_failed += r->tap_failed > 0;
+        if (reports != NULL)
+            reports[n_reports++] = (report_scenario_t){.name = r->sc->name,
+                                                       .group = r->sc->group,
+                                                       .about = r->sc->about,
+                                                       .path = r->sc->path,
+                                                       .seed = r->seed,
+                                                       .replay = r->replay,
+                                                       .duration_s = r->duration_s,
+                                                       .checks = r->checks,
+                                                       .n_checks = r->n_checks,
+                                                       .timeline = &r->tl,
+                                                       .log_excerpt = r->log_excerpt,
+                                                       .durable = r->sc->durable,
+                                                       .recoveries = r->recovery,
+                                                       .n_recoveries = r->n_recovery,
+                                                       .has_recovery_ms = r->has_recovery_ms,
+                                                       .recovery_ms = r->recovery_ms,
+                                                       .recovery_restart = r->recovery_restart};
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    printf("1..%d\n", counter);
     fflush(stdout);
     if (opts->progress)
-        fprintf(stderr, "%zu scenarios, %zu failed, %d checks, %.1f s\n", n_runs, n_failed_scenarios, tap_counter,
-                now_s() - t_all);
-    int rc = n_failed_scenarios > 0 ? 1 : 0;
-    if (opts->report_dir != NULL) {
+        summary(pool.jobs, pool.jobs != NULL ? pool.n : 0, n_runs, n_failed, counter, now_s() - t_all);
+    int rc = n_failed + n_invalid > 0 || pool.jobs == NULL ? 1 : 0;
+    if (opts->report_dir != NULL && reports != NULL) {
         char err[512];
-        if (report_write(opts->report_dir, reports, n_runs, err, sizeof err) != 0) {
+        if (report_write(opts->report_dir, reports, n_reports, err, sizeof err) != 0) {
             fprintf(stderr, "natomic-lab: report: %s\n", err);
             rc = rc ? rc : 1;
         } else if (opts->progress) {
             fprintf(stderr, "report: %s/index.html\n", opts->report_dir);
         }
     }
-    for (size_t i = 0; i < n_runs; i++) {
-        timeline_free(&runs[i]->tl);
-        free(runs[i]->checks);
-        free(runs[i]->log_excerpt);
-        free_run(runs[i]);
-        free(runs[i]);
-        scenario_free(loaded[i]);
+    for (size_t i = 0; pool.jobs != NULL && i < pool.n; i++) {
+        free_run(pool.jobs[i].r);
+        scenario_free(pool.jobs[i].sc);
     }
-    free(runs);
-    free(loaded);
     free(reports);
+    free(pool.jobs);
+    pthread_mutex_destroy(&pool.mu);
+    pthread_cond_destroy(&pool.cond);
     free_list(&files);
     return rc;
 }

@@ -15,6 +15,7 @@ typedef struct runner_options {
     const char *report_dir;      /* NULL: no report                                    */
     bool keep;                   /* keep temp folders                                  */
     bool progress;               /* a line per scenario on stderr                      */
+    int jobs;                    /* scenarios played at once; 0: one per core          */
 } runner_options_t;
 
 /* Runs the scenario files found in `paths` (files or folders, recursively, *.yaml). Returns the exit status: 0 all passed. */

@@ -15,17 +15,37 @@
  *   notifications_match one notification per confirmed order, none else
  *   no_pending_orders   no order left 'pending'
  *   no_dead_letters     no command was given up
+ *   no_premature_events no event of a call that ended in an error: an event
+ *                       leaves only once its call's result is final
  * A database that is missing (service not in the scenario) makes the
  * checks that need it fail with a clear reason instead of passing.
+ *
+ * Barrier outcomes (oracle_barrier) come from a participant's own
+ * natomic_barrier table, which the barrier writes in the same transaction
+ * as the business change (libatomic/src/barrier.c):
+ *   an action row with reason 'action'          an action that ran: executed
+ *   a compensation row, action reason 'action'  a compensation that ran: executed
+ *   an action row with reason 'compensation'    the compensation came first:
+ *                                               null_compensation
+ * A duplicate or a refused late action writes nothing, so those are read
+ * from the calls that reached the participant (the lab's trace copies) in
+ * the same transaction: a call that was not answered with an error beyond
+ * the rows that account for it is a duplicate; an action answered with an
+ * error after a null compensation of its transaction was refused late.
+ * What a reply claims (its "outcome" field) is never the count; it is
+ * checked against the state, so a participant that says "executed" for a
+ * compensation its table records as null is caught.
  */
 #include "oracle.h"
 
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+static void say(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void say(char *buf, size_t cap, const char *fmt, ...)
 {
     va_list ap;
@@ -251,6 +271,188 @@ static bool readable(const char *const *paths, size_t n, char *why, size_t cap)
 
 static bool invariant_holds(const oracle_inputs_t *in, const char *name, char *why, size_t whycap);
 
+/* ---- barrier outcomes --------------------------------------------------- */
+
+typedef struct barrier_row {
+    char *tx, *branch;
+    bool compensation;       /* op 'compensation' (else 'action')              */
+    bool by_compensation;    /* reason 'compensation'                           */
+} barrier_row_t;
+
+/* The reason of the action row of (tx, branch): 1 'action', 0 'compensation', -1 none. */
+static int action_reason(const barrier_row_t *rows, size_t n, const char *tx, const char *branch)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!rows[i].compensation && strcmp(rows[i].tx, tx) == 0 && strcmp(rows[i].branch, branch) == 0)
+            return rows[i].by_compensation ? 0 : 1;
+    return -1;
+}
+
+/* One transaction's outcomes (rows[first..end) share tx) into *out. */
+static void barrier_tx(const oracle_inputs_t *in, const char *service, const barrier_row_t *rows, size_t first,
+                       size_t end, oracle_barrier_t *out)
+{
+    const char *tx = rows[first].tx;
+    long long a_exec = 0, a_null = 0, c_exec = 0, c_true = 0, c_null = 0, c_rows = 0;
+    for (size_t i = first; i < end; i++) {
+        if (!rows[i].compensation) {
+            a_exec += !rows[i].by_compensation;
+            a_null += rows[i].by_compensation;
+            continue;
+        }
+        c_rows++;
+        int reason = action_reason(rows + first, end - first, tx, rows[i].branch);
+        if (reason == 0)
+            c_null++;
+        else
+            c_exec++; /* reason -1 is no barrier's doing: a compensation ran and recorded no action */
+        c_true += reason == 1;
+    }
+    long long s_act = 0, s_comp = 0, late = 0, claim_exec_act = 0, claim_dup_act = 0, claim_exec_comp = 0,
+              claim_null = 0, claim_dup_comp = 0;
+    int64_t first_comp = INT64_MAX;
+    for (size_t i = 0; i < in->n_calls; i++) {
+        const oracle_call_t *c = &in->calls[i];
+        if (c->compensation && strcmp(c->service, service) == 0 && strcmp(c->tx, tx) == 0 && c->time_ns < first_comp)
+            first_comp = c->time_ns;
+    }
+    for (size_t i = 0; i < in->n_calls; i++) {
+        const oracle_call_t *c = &in->calls[i];
+        if (strcmp(c->service, service) != 0 || strcmp(c->tx, tx) != 0)
+            continue;
+        if (c->answer < 0) {
+            late += !c->compensation && a_null > 0 && c->time_ns > first_comp;
+            continue;
+        }
+        if (c->compensation)
+            s_comp++;
+        else
+            s_act++;
+        const char *cl = c->answer > 0 ? c->claimed : NULL;
+        if (cl == NULL)
+            continue;
+        bool exec = strcmp(cl, "executed") == 0, dup = strcmp(cl, "duplicate") == 0;
+        claim_exec_act += !c->compensation && exec;
+        claim_dup_act += !c->compensation && dup;
+        claim_exec_comp += c->compensation && exec;
+        claim_dup_comp += c->compensation && dup;
+        claim_null += c->compensation && strcmp(cl, "null_compensation") == 0;
+    }
+    out->executed += a_exec + c_exec;
+    out->null_compensation += c_null;
+    out->duplicate += (s_act > a_exec ? s_act - a_exec : 0) + (s_comp > c_exec + c_null ? s_comp - c_exec - c_null : 0);
+    out->refused_late += late;
+    if (out->disagreement[0] != '\0')
+        return;
+    const char *what = NULL;
+    if (claim_exec_comp > c_true)
+        what = c_null > 0 ? "'executed' for a compensation its state records as a null compensation (the action "
+                            "never ran)"
+                          : "'executed' for more compensations than its state records";
+    else if (claim_null > c_null)
+        what = "'null_compensation' for a compensation whose action its state records as run";
+    else if (claim_exec_act > a_exec)
+        what = "'executed' for an action its state does not record as run";
+    else if (claim_dup_act > 0 && a_exec == 0)
+        what = "'duplicate' for an action its state does not record as run";
+    else if (claim_dup_comp > 0 && c_rows == 0)
+        what = "'duplicate' for a compensation its state does not record";
+    if (what != NULL)
+        say(out->disagreement, sizeof out->disagreement, "%s replied %s (tx %s)", service, what, tx);
+}
+
+static int by_tx(const void *a, const void *b)
+{
+    return strcmp(((const barrier_row_t *)a)->tx, ((const barrier_row_t *)b)->tx);
+}
+
+int oracle_barrier(const oracle_inputs_t *in, const char *service, const char *db_path, const char *tx,
+                   oracle_barrier_t *out, char *err, size_t errcap)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3 *db = open_ro(db_path, err, errcap);
+    if (db == NULL)
+        return -1;
+    sqlite3_stmt *st = NULL;
+    const char *sql = tx != NULL ? "SELECT tx, branch, op, reason FROM natomic_barrier WHERE tx = ?"
+                                 : "SELECT tx, branch, op, reason FROM natomic_barrier";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        say(err, errcap, "%s keeps no barrier table (natomic_barrier): %s", service, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return -1;
+    }
+    if (tx != NULL)
+        sqlite3_bind_text(st, 1, tx, -1, SQLITE_STATIC);
+    barrier_row_t *rows = NULL;
+    size_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        barrier_row_t *grown = realloc(rows, (n + 1) * sizeof *rows);
+        if (grown == NULL)
+            break;
+        rows = grown;
+        barrier_row_t *r = &rows[n++];
+        r->tx = strdup((const char *)sqlite3_column_text(st, 0));
+        r->branch = strdup((const char *)sqlite3_column_text(st, 1));
+        r->compensation = strcmp((const char *)sqlite3_column_text(st, 2), "compensation") == 0;
+        r->by_compensation = strcmp((const char *)sqlite3_column_text(st, 3), "compensation") == 0;
+        if (r->tx == NULL || r->branch == NULL)
+            break;
+    }
+    bool ok = rc == SQLITE_DONE;
+    if (!ok)
+        say(err, errcap, "%s: reading natomic_barrier: %s", service, rc == SQLITE_ROW ? "out of memory" : sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (ok && n > 0) {
+        qsort(rows, n, sizeof *rows, by_tx);
+        for (size_t first = 0, end; first < n; first = end) {
+            for (end = first + 1; end < n && strcmp(rows[end].tx, rows[first].tx) == 0; end++) {
+            }
+            barrier_tx(in, service, rows, first, end, out);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].tx);
+        free(rows[i].branch);
+    }
+    free(rows);
+    return ok ? 0 : -1;
+}
+
+/* ---- events after the result ------------------------------------------- */
+
+/*
+ * Every event belongs to a call that ended in success: for the publishing
+ * service, the calls it took in the event's transaction (compensations
+ * aside) were answered with success -- at least one -- or not answered yet
+ * (a lost reply, a process that died after its commit). An event whose
+ * call was answered only with errors left before the call's result was
+ * final.
+ */
+static bool events_after_result(const oracle_inputs_t *in, char *why, size_t cap)
+{
+    for (size_t i = 0; i < in->n_events; i++) {
+        const oracle_event_t *e = &in->events[i];
+        const oracle_call_t *failed = NULL;
+        bool succeeded = false;
+        for (size_t k = 0; k < in->n_calls && !succeeded; k++) {
+            const oracle_call_t *c = &in->calls[k];
+            if (c->compensation || strcmp(c->service, e->service) != 0 || strcmp(c->tx, e->tx) != 0)
+                continue;
+            succeeded = c->answer > 0;
+            if (c->answer < 0 && failed == NULL)
+                failed = c;
+        }
+        if (!succeeded && failed != NULL) {
+            say(why, cap, "event %s.%s left in tx %s, whose call %s answered with an error (%d %s)", e->service,
+                e->type, e->tx, e->service, failed->code, failed->type);
+            return false;
+        }
+    }
+    return true;
+}
+
 int oracle_invariant(const oracle_inputs_t *in, const char *name, char *why, size_t whycap)
 {
     why[0] = '\0';
@@ -269,7 +471,7 @@ int oracle_invariant(const oracle_inputs_t *in, const char *name, char *why, siz
     } else if (strcmp(name, "notifications_match") == 0) {
         needs[n++] = in->orders_db;
         needs[n++] = in->notifications_db;
-    } else if (strcmp(name, "no_dead_letters") != 0) {
+    } else if (strcmp(name, "no_dead_letters") != 0 && strcmp(name, "no_premature_events") != 0) {
         say(why, whycap, "unknown invariant '%s'", name);
         return -1;
     }
@@ -319,6 +521,8 @@ static bool invariant_holds(const oracle_inputs_t *in, const char *name, char *w
         say(why, whycap, "%lld orders are still pending", v);
         return false;
     }
+    if (strcmp(name, "no_premature_events") == 0)
+        return events_after_result(in, why, whycap);
     if (strcmp(name, "no_dead_letters") == 0) {
         if (in->dead_letters == 0)
             return true;

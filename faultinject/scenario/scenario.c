@@ -59,7 +59,7 @@ const char *const scenario_service_names[] = {"conversions", "inventory", "payme
 
 const char *const scenario_invariant_names[] = {"stock_conserved",   "money_conserved",     "order_atomicity",
                                                 "order_created_once", "notifications_match", "no_pending_orders",
-                                                "no_dead_letters",    NULL};
+                                                "no_dead_letters",    "no_premature_events", NULL};
 
 static const char *const top_keys[] = {"about",     "mode",  "seed",   "services", "faults",
                                        "seed_data", "steps", "expect", NULL};
@@ -78,9 +78,12 @@ static const char *const pause_keys[] = {"pause", "instance", NULL};
 static const char *const resume_keys[] = {"resume", "instance", NULL};
 static const char *const fault_keys[] = {"service", "instance", "point", "action", "times", "probability", NULL};
 static const char *const release_keys[] = {"service", "instance", "point", NULL};
-static const char *const call_expect_keys[] = {"reply", "error", "rollback", "timeout", "any", "replayed", NULL};
-static const char *const expect_keys[] = {"eventually", "compensations", "dead_letters", "events", "invariants",
-                                          "state",      "violations",    "recoveries",   NULL};
+static const char *const call_expect_keys[] = {"reply",         "error",  "code",    "rollback", "timeout", "any",
+                                               "replayed",      "compensations", "events", "barrier", NULL};
+static const char *const expect_keys[] = {"eventually", "compensations", "dead_letters", "events",  "invariants",
+                                          "state",      "violations",    "recoveries",   "barrier", "hold",
+                                          NULL};
+const char *const scenario_barrier_outcomes[] = {"executed", "duplicate", "null_compensation", "refused_late", NULL};
 static const char *const instance_keys[] = {"instances", NULL};
 static const char *const fault_actions[] = {"error", "crash", "drop", "duplicate", "pause", "delay:<ms>", NULL};
 static const char *const rollback_names[] = {"complete", "incomplete", "none", NULL};
@@ -727,6 +730,87 @@ static bool action_valid(const char *a)
     return atoi(d) <= MAX_WAIT_MS;
 }
 
+static const scenario_fault_point_t *find_fault_point(const char *name)
+{
+    for (const scenario_fault_point_t *fp = scenario_fault_points; fp->name != NULL; fp++)
+        if (strcmp(fp->name, name) == 0)
+            return fp;
+    return NULL;
+}
+
+/* Levenshtein distance of a and b, both shorter than 64 bytes (else a large number). */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b);
+    if (n >= 64 || m >= 64)
+        return SIZE_MAX;
+    size_t row[64];
+    for (size_t j = 0; j <= m; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[m];
+}
+
+/*
+ * A point no service defines would be accepted by the services and never
+ * fire: the story would silently test nothing. Refused here, with the
+ * nearest known name when one is close, and the whole list.
+ */
+static int unknown_fault_point(parse_t *p, const yaml_node_t *at, const char *name)
+{
+    const char *nearest = NULL;
+    size_t best = 4; /* at most 3 edits away: a typo, not another point */
+    char known[1024];
+    size_t used = 0;
+    known[0] = '\0';
+    for (const scenario_fault_point_t *fp = scenario_fault_points; fp->name != NULL; fp++) {
+        size_t d = edit_distance(name, fp->name);
+        if (d < best) {
+            best = d;
+            nearest = fp->name;
+        }
+        int n = snprintf(known + used, sizeof known - used, "%s%s", used > 0 ? ", " : "", fp->name);
+        if (n < 0 || (size_t)n >= sizeof known - used)
+            break;
+        used += (size_t)n;
+    }
+    if (nearest != NULL)
+        return fail(p, at, "unknown fault point '%.80s': did you mean %s? (known: %s; see docs/fault-points.md)", name,
+                    nearest, known);
+    return fail(p, at, "unknown fault point '%.80s' (known: %s; see docs/fault-points.md)", name, known);
+}
+
+/* The action is one the point defines: crash, pause and delay everywhere, error, drop, duplicate per point. */
+static int check_point_action(parse_t *p, const yaml_node_t *at, const scenario_fault_point_t *fp, const char *action)
+{
+    bool defined = true;
+    if (strcmp(action, "error") == 0)
+        defined = fp->error;
+    else if (strcmp(action, "drop") == 0)
+        defined = fp->drop;
+    else if (strcmp(action, "duplicate") == 0)
+        defined = fp->duplicate;
+    if (defined)
+        return 0;
+    return fail(p, at, "fault point %s does not define '%s': it would never fire (it defines: %s%s%scrash, pause, "
+                       "delay:<ms>; see docs/fault-points.md)",
+                fp->name, action, fp->error ? "error, " : "", fp->drop ? "drop, " : "",
+                fp->duplicate ? "duplicate, " : "");
+}
+
 /* A fault (with_action) or a release (service and point only) into *f. */
 static int parse_fault(parse_t *p, const yaml_node_t *n, const scenario_t *s, bool with_action, scenario_fault_t *f)
 {
@@ -752,6 +836,9 @@ static int parse_fault(parse_t *p, const yaml_node_t *n, const scenario_t *s, bo
         return fail(p, n, "a %s needs 'point' (a fault point name, see docs/fault-points.md)", what);
     if (get_string(p, v, "point", &f->point) != 0)
         return -1;
+    const scenario_fault_point_t *fp = find_fault_point(f->point);
+    if (fp == NULL)
+        return unknown_fault_point(p, v, f->point);
     if ((v = map_get(p, n, "instance")) != NULL && get_instance(p, v, s, f->service, &f->instance) != 0)
         return -1;
     if (!with_action)
@@ -766,6 +853,8 @@ static int parse_fault(parse_t *p, const yaml_node_t *n, const scenario_t *s, bo
         return fail(p, v, "unknown fault action '%.40s' (allowed: %s, with 0 <= ms <= %d)", f->action,
                     join(fault_actions, names, sizeof names), MAX_WAIT_MS);
     }
+    if (check_point_action(p, v, fp, f->action) != 0)
+        return -1;
     v = map_get(p, n, "times");
     if (v != NULL) {
         const char *t = text_of(v);
@@ -811,20 +900,236 @@ static int parse_faults(parse_t *p, const yaml_node_t *n, scenario_t *s)
     return 0;
 }
 
+/* ---- expected values: comparisons, sequences, barrier outcomes ---------- */
+
+static const char *const cmp_texts[] = {"=", "!=", "<", "<=", ">", ">="};
+
+const char *scenario_cmp_text(scenario_cmp_t op)
+{
+    return (unsigned)op < sizeof cmp_texts / sizeof cmp_texts[0] ? cmp_texts[op] : "?";
+}
+
+bool scenario_compare(long long got, scenario_cmp_t op, long long want)
+{
+    switch (op) {
+    case CMP_EQ: return got == want;
+    case CMP_NE: return got != want;
+    case CMP_LT: return got < want;
+    case CMP_LE: return got <= want;
+    case CMP_GT: return got > want;
+    case CMP_GE: return got >= want;
+    }
+    return false;
+}
+
+/*
+ * An expected integer: `3`, or a comparison written as text, `">= 1"`,
+ * `"< 5"`, `"!= 0"` (also "<=", ">", "=="). Quoted, because unquoted YAML
+ * reads `>` as a folded block and `!` as a tag: a tag is refused here
+ * rather than silently dropped. The integer is within [min, LLONG_MAX].
+ */
+static int get_expected(parse_t *p, const yaml_node_t *n, const char *what, long long min, scenario_cmp_t *op,
+                        long long *out)
+{
+    *op = CMP_EQ;
+    if (n->type == YAML_SCALAR_NODE && n->tag != NULL && n->tag[0] == '!' && strncmp((const char *)n->tag, "!!", 2) != 0)
+        return fail(p, n, "%s: write a comparison in quotes, e.g. \"%s %.20s\" (unquoted, YAML reads '%s' as a tag)",
+                    what, (const char *)n->tag, text_of(n), (const char *)n->tag);
+    const char *t = text_of(n);
+    long long plain = 0;
+    if (t != NULL && scalar_integer(n, &plain) == -1) {
+        static const struct {
+            const char *text;
+            scenario_cmp_t op;
+        } ops[] = {{"==", CMP_EQ}, {"!=", CMP_NE}, {"<=", CMP_LE}, {">=", CMP_GE}, {"<", CMP_LT}, {">", CMP_GT}};
+        const char *c = t;
+        while (*c == ' ')
+            c++;
+        size_t k = 0;
+        for (; k < sizeof ops / sizeof ops[0]; k++)
+            if (strncmp(c, ops[k].text, strlen(ops[k].text)) == 0)
+                break;
+        if (k == sizeof ops / sizeof ops[0])
+            return fail(p, n, "%s must be an integer or a comparison like \">= 1\" (one of ==, !=, <, <=, >, >=), "
+                              "got '%.40s'", what, t);
+        c += strlen(ops[k].text);
+        while (*c == ' ')
+            c++;
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(c, &end, 10);
+        bool digits = end != c && (c[0] == '-' || c[0] == '+' || (c[0] >= '0' && c[0] <= '9'));
+        while (end != NULL && *end == ' ')
+            end++;
+        if (!digits || end == NULL || *end != '\0' || errno == ERANGE)
+            return fail(p, n, "%s: '%.40s' compares with something that is not an integer", what, t);
+        if (v < min)
+            return fail(p, n, "%s must compare with an integer >= %lld, got %.40s", what, min, t);
+        *op = ops[k].op;
+        *out = v;
+        return 0;
+    }
+    long long v = 0;
+    if (get_int(p, n, what, min, LLONG_MAX, &v) != 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A name "<service>.<name>" with [A-Za-z0-9_]+ parts whose service is listed; `form` names it in errors. */
+static int check_service_dotted(parse_t *p, const yaml_node_t *at, const scenario_t *s, const char *key,
+                                const char *what, const char *form)
+{
+    const char *dot = strchr(key, '.');
+    if (dot == NULL || !is_ident(key, (size_t)(dot - key), false) || !is_ident(dot + 1, strlen(dot + 1), false))
+        return fail(p, at, "%s entry '%.80s' is not %s", what, key, form);
+    return check_started(p, at, s, key, (size_t)(dot - key));
+}
+
+/*
+ * An expected sequence: a list whose entries are "<service>.<name>" or a
+ * one-key map {<service>.<name>: {field: value, ...}} (a partial match of
+ * the compensation's request, or of the event). [] expects none.
+ */
+static int parse_sequence(parse_t *p, const yaml_node_t *n, const scenario_t *s, const char *what, const char *form,
+                          scenario_seq_t *out)
+{
+    if (expect_list(p, n, what) != 0)
+        return -1;
+    out->given = true;
+    out->line = line_of(n);
+    size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (count == 0)
+        return 0;
+    out->items = calloc(count, sizeof *out->items);
+    if (out->items == NULL)
+        return fail(p, n, "out of memory");
+    out->n = count;
+    for (size_t i = 0; i < count; i++) {
+        const yaml_node_t *item = node_at(p, n->data.sequence.items.start[i]);
+        if (item == NULL)
+            return fail(p, n, "broken YAML document");
+        scenario_seq_item_t *it = &out->items[i];
+        it->line = line_of(item);
+        const yaml_node_t *name = item, *fields = NULL;
+        if (item->type == YAML_MAPPING_NODE) {
+            if (item->data.mapping.pairs.top - item->data.mapping.pairs.start != 1)
+                return fail(p, item, "an entry of %s is %s or a map with one key: {%s: {field: value}}", what, form,
+                            form);
+            name = node_at(p, item->data.mapping.pairs.start[0].key);
+            fields = node_at(p, item->data.mapping.pairs.start[0].value);
+            if (name == NULL || fields == NULL)
+                return fail(p, item, "broken YAML document");
+        }
+        if (name->type != YAML_SCALAR_NODE)
+            return fail(p, name, "an entry of %s is %s, found %s", what, form, kind_name(name));
+        if (get_string(p, name, what, &it->name) != 0 || check_service_dotted(p, name, s, it->name, what, form) != 0)
+            return -1;
+        if (fields != NULL && get_object(p, fields, "the fields of an entry", &it->fields) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* barrier: {<service>: {<outcome>: value, ...}, ...} into checks keyed "<service>.<outcome>". */
+static int parse_barrier(parse_t *p, const yaml_node_t *n, const scenario_t *s, scenario_check_t **out,
+                         size_t *n_out)
+{
+    if (expect_map(p, n, "barrier") != 0)
+        return -1;
+    size_t total = 0;
+    for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+        const yaml_node_t *v = node_at(p, pr->value);
+        if (v != NULL && v->type == YAML_MAPPING_NODE)
+            total += (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    }
+    if (total == 0 && n->data.mapping.pairs.top == n->data.mapping.pairs.start)
+        return fail(p, n, "barrier is empty: name a participant and the outcomes to count, e.g. {payments: "
+                          "{null_compensation: 1}}");
+    scenario_check_t *checks = calloc(total > 0 ? total : 1, sizeof *checks);
+    if (checks == NULL)
+        return fail(p, n, "out of memory");
+    *out = checks;
+    *n_out = 0;
+    char names[128];
+    for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+        const yaml_node_t *k = node_at(p, pr->key), *v = node_at(p, pr->value);
+        if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE)
+            return fail(p, k != NULL ? k : n, "keys of barrier are service names");
+        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < pr; q++)
+            if (strcmp(text_of(node_at(p, q->key)), text_of(k)) == 0)
+                return fail(p, k, "'%.40s' given twice in barrier", text_of(k));
+        if (check_started(p, k, s, text_of(k), strlen(text_of(k))) != 0)
+            return -1;
+        if (v->type != YAML_MAPPING_NODE || v->data.mapping.pairs.top == v->data.mapping.pairs.start)
+            return fail(p, v, "barrier of %s is a map of outcomes to counts, e.g. {executed: 1, null_compensation: "
+                              "1} (outcomes: %s)", text_of(k), join(scenario_barrier_outcomes, names, sizeof names));
+        if (check_keys(p, v, scenario_barrier_outcomes, "in a participant's barrier outcomes") != 0)
+            return -1;
+        for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
+            const yaml_node_t *ok = node_at(p, q->key), *ov = node_at(p, q->value);
+            scenario_check_t *c = &checks[(*n_out)++];
+            size_t len = strlen(text_of(k)) + strlen(text_of(ok)) + 2;
+            if ((c->key = malloc(len)) == NULL)
+                return fail(p, ok, "out of memory");
+            snprintf(c->key, len, "%s.%s", text_of(k), text_of(ok));
+            c->line = line_of(ok);
+            if (ov == NULL)
+                return fail(p, ok, "broken YAML document");
+            if (get_expected(p, ov, c->key, 0, &c->op, &c->value) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- steps ------------------------------------------------------------- */
 
-/* A call's expect; `keyed`: the call sends an idempotency key (only such a call can be replayed). */
-static int parse_call_expect(parse_t *p, const yaml_node_t *n, bool keyed, scenario_call_expect_t *e)
+/*
+ * What happened in the call's transaction -- its compensations, its events,
+ * its barrier outcomes -- is checked with the final checks, for one call:
+ * not with `repeat`, and not in seed_data (which checks replies only).
+ */
+static int parse_call_outcomes(parse_t *p, const yaml_node_t *n, const scenario_t *s, const scenario_step_t *st,
+                               bool seed_data, scenario_call_expect_t *e)
 {
+    static const char *const keys[] = {"compensations", "events", "barrier"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const yaml_node_t *v = map_get(p, n, keys[i]);
+        if (v == NULL)
+            continue;
+        if (seed_data)
+            return fail(p, v, "'%s' does not go in seed_data: a seed call checks its reply only", keys[i]);
+        if (st->repeat > 1)
+            return fail(p, v, "'%s' checks one call's transaction: it does not go with 'repeat' (%d calls)", keys[i],
+                        st->repeat);
+    }
+    const yaml_node_t *v;
+    if ((v = map_get(p, n, "compensations")) != NULL &&
+        parse_sequence(p, v, s, "compensations", "<service>.<method>", &e->compensations) != 0)
+        return -1;
+    if ((v = map_get(p, n, "events")) != NULL && parse_sequence(p, v, s, "events", "<service>.<type>", &e->events) != 0)
+        return -1;
+    if ((v = map_get(p, n, "barrier")) != NULL && parse_barrier(p, v, s, &e->barrier, &e->n_barrier) != 0)
+        return -1;
+    return 0;
+}
+
+/* A call's expect; `keyed`: the call sends an idempotency key (only such a call can be replayed). */
+static int parse_call_expect(parse_t *p, const yaml_node_t *n, const scenario_t *s, const scenario_step_t *st,
+                             bool seed_data, scenario_call_expect_t *e)
+{
+    bool keyed = st->idempotency_key != NULL;
     if (n->type != YAML_MAPPING_NODE)
-        return fail(p, n, "a call's expect must be a map: {reply: {...}} | {error: Type, rollback: complete} | "
-                          "{replayed: true} | {timeout: true} | {any: true}, found %s",
+        return fail(p, n, "a call's expect must be a map: {reply: {...}} | {error: Type, code: 422, rollback: "
+                          "complete} | {replayed: true} | {timeout: true} | {any: true}, found %s",
                     kind_name(n));
     if (check_keys(p, n, call_expect_keys, "in a call's expect") != 0)
         return -1;
     const yaml_node_t *any = map_get(p, n, "any");
     const yaml_node_t *timeout = map_get(p, n, "timeout");
     const yaml_node_t *error = map_get(p, n, "error");
+    const yaml_node_t *code = map_get(p, n, "code");
     const yaml_node_t *rollback = map_get(p, n, "rollback");
     const yaml_node_t *reply = map_get(p, n, "reply");
     const yaml_node_t *replayed = map_get(p, n, "replayed");
@@ -840,19 +1145,25 @@ static int parse_call_expect(parse_t *p, const yaml_node_t *n, bool keyed, scena
             return fail(p, replayed, "'replayed: true' needs 'idempotency_key' in the call: only a call with a key "
                                      "is answered from a stored outcome");
     }
-    size_t others = (error != NULL) + (rollback != NULL) + (reply != NULL) + (replayed != NULL);
+    size_t others = (error != NULL) + (code != NULL) + (rollback != NULL) + (reply != NULL) + (replayed != NULL);
     if (e->any && (e->timeout || others > 0))
-        return fail(p, any, "'any: true' stands alone: it expects nothing else");
+        return fail(p, any, "'any: true' stands alone: it expects no reply, error or timeout in particular");
     if (e->timeout && others > 0)
         return fail(p, timeout, "'timeout: true' stands alone: no reply and no error arrive in time");
-    if (error != NULL && reply != NULL)
+    if ((error != NULL || code != NULL) && reply != NULL)
         return fail(p, reply, "expect takes 'error' or 'reply', not both");
-    if (rollback != NULL && error == NULL)
+    if (rollback != NULL && error == NULL && code == NULL)
         return fail(p, rollback, "'rollback' goes with 'error' (the rollback of a failed call)");
     if (!e->any && !e->timeout && others == 0)
-        return fail(p, n, "a call's expect needs one of: reply, error, replayed, timeout: true, any: true");
+        return fail(p, n, "a call's expect needs one of: reply, error, code, replayed, timeout: true, any: true");
     if (error != NULL && get_string(p, error, "error", &e->error) != 0)
         return -1;
+    if (code != NULL) {
+        long long v = 0;
+        if (get_int(p, code, "code (an error reply's Nats-Service-Error-Code)", 100, 599, &v) != 0)
+            return -1;
+        e->code = (int)v;
+    }
     if (rollback != NULL) {
         if (get_string(p, rollback, "rollback", &e->rollback) != 0)
             return -1;
@@ -864,7 +1175,7 @@ static int parse_call_expect(parse_t *p, const yaml_node_t *n, bool keyed, scena
     }
     if (reply != NULL && get_object(p, reply, "reply", &e->reply) != 0)
         return -1;
-    return 0;
+    return parse_call_outcomes(p, n, s, st, seed_data, e);
 }
 
 /*
@@ -892,7 +1203,7 @@ static int get_idempotency_key(parse_t *p, const yaml_node_t *n, scenario_step_t
     return 0;
 }
 
-static int parse_call(parse_t *p, const yaml_node_t *n, const scenario_t *s, scenario_step_t *st)
+static int parse_call(parse_t *p, const yaml_node_t *n, const scenario_t *s, bool seed_data, scenario_step_t *st)
 {
     const yaml_node_t *v = map_get(p, n, "call");
     if (get_string(p, v, "call", &st->subject) != 0)
@@ -920,7 +1231,7 @@ static int parse_call(parse_t *p, const yaml_node_t *n, const scenario_t *s, sce
         return -1;
     if ((v = map_get(p, n, "expect")) != NULL) {
         st->has_expect = true;
-        if (parse_call_expect(p, v, st->idempotency_key != NULL, &st->expect) != 0)
+        if (parse_call_expect(p, v, s, st, seed_data, &st->expect) != 0)
             return -1;
     }
     return 0;
@@ -987,7 +1298,7 @@ static int parse_step(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
     const yaml_node_t *v = map_get(p, n, key);
     switch (st->kind) {
     case STEP_CALL:
-        return parse_call(p, n, s, st);
+        return parse_call(p, n, s, calls_only, st);
     case STEP_RESTART:
         if (v->type == YAML_SCALAR_NODE && strcmp(text_of(v), "nats") == 0) {
             st->kind = STEP_NATS_RESTART;
@@ -1148,10 +1459,7 @@ static int parse_checks(parse_t *p, const yaml_node_t *n, check_kind_t kind, sce
             rc = fail(p, k, "out of memory");
             break;
         }
-        if (kind == CHECK_STATE)
-            rc = get_int(p, v, checks[i].key, LLONG_MIN, LLONG_MAX, &checks[i].value);
-        else
-            rc = get_int(p, v, checks[i].key, 0, LLONG_MAX, &checks[i].value);
+        rc = get_expected(p, v, checks[i].key, kind == CHECK_STATE ? LLONG_MIN : 0, &checks[i].op, &checks[i].value);
     }
     json_decref(seen);
     return rc;
@@ -1190,6 +1498,33 @@ static int parse_invariants(parse_t *p, const yaml_node_t *n, const char *what, 
     return 0;
 }
 
+/*
+ * expect.dead_letters: a count (`1`, `">= 1"`), or a list of maps, each a
+ * partial match of one dead letter's JSON document (service, method, tx,
+ * call_id, list, command, attempts, error, ...), in the order seen: the
+ * count is then the list's length.
+ */
+static int parse_dead_letters(parse_t *p, const yaml_node_t *v, scenario_t *s)
+{
+    if (v->type != YAML_SEQUENCE_NODE)
+        return get_expected(p, v, "dead_letters", 0, &s->dead_letters_op, &s->dead_letters);
+    json_t *docs = to_json(p, v, 0);
+    if (docs == NULL)
+        return -1;
+    s->dead_letter_docs = docs;
+    size_t i;
+    json_t *d;
+    json_array_foreach(docs, i, d) {
+        if (!json_is_object(d) || json_object_size(d) == 0)
+            return fail(p, node_at(p, v->data.sequence.items.start[i]),
+                        "an entry of dead_letters is a map of the fields a dead letter holds, e.g. {command: "
+                        "call inventory.release, attempts: 3}");
+    }
+    s->dead_letters = (long long)json_array_size(docs);
+    s->dead_letters_op = CMP_EQ;
+    return 0;
+}
+
 static int parse_expect(parse_t *p, const yaml_node_t *n, scenario_t *s)
 {
     if (is_null(n))
@@ -1207,15 +1542,18 @@ static int parse_expect(parse_t *p, const yaml_node_t *n, scenario_t *s)
     if ((v = map_get(p, n, "compensations")) != NULL &&
         parse_checks(p, v, CHECK_COMPENSATIONS, &s->compensations, &s->n_compensations) != 0)
         return -1;
-    if ((v = map_get(p, n, "dead_letters")) != NULL &&
-        get_int(p, v, "dead_letters", 0, LLONG_MAX, &s->dead_letters) != 0)
+    if ((v = map_get(p, n, "dead_letters")) != NULL && parse_dead_letters(p, v, s) != 0)
         return -1;
     if ((v = map_get(p, n, "recoveries")) != NULL) {
         if (!s->durable)
             return fail(p, v, "'recoveries' needs 'mode: durable': in memory mode no saga is recovered");
-        if (get_int(p, v, "recoveries", 0, LLONG_MAX, &s->recoveries) != 0)
+        if (get_expected(p, v, "recoveries", 0, &s->recoveries_op, &s->recoveries) != 0)
             return -1;
     }
+    if ((v = map_get(p, n, "barrier")) != NULL && parse_barrier(p, v, s, &s->barrier, &s->n_barrier) != 0)
+        return -1;
+    if ((v = map_get(p, n, "hold")) != NULL && get_int32(p, v, "hold (ms)", 0, MAX_WAIT_MS, &s->hold_ms) != 0)
+        return -1;
     if ((v = map_get(p, n, "invariants")) != NULL &&
         parse_invariants(p, v, "invariants", &s->invariants, &s->n_invariants) != 0)
         return -1;
@@ -1434,6 +1772,17 @@ static void fault_clear(scenario_fault_t *f)
     free(f->action);
 }
 
+static void checks_free(scenario_check_t *checks, size_t n);
+
+static void seq_free(scenario_seq_t *q)
+{
+    for (size_t i = 0; i < q->n; i++) {
+        free(q->items[i].name);
+        json_decref(q->items[i].fields);
+    }
+    free(q->items);
+}
+
 static void steps_free(scenario_step_t *steps, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -1445,6 +1794,9 @@ static void steps_free(scenario_step_t *steps, size_t n)
         free(st->expect.error);
         free(st->expect.rollback);
         json_decref(st->expect.reply);
+        seq_free(&st->expect.compensations);
+        seq_free(&st->expect.events);
+        checks_free(st->expect.barrier, st->expect.n_barrier);
         fault_clear(&st->fault);
     }
     free(steps);
@@ -1483,6 +1835,8 @@ void scenario_free(scenario_t *s)
     checks_free(s->state, s->n_state);
     checks_free(s->events, s->n_events);
     checks_free(s->compensations, s->n_compensations);
+    checks_free(s->barrier, s->n_barrier);
+    json_decref(s->dead_letter_docs);
     names_free(s->invariants, s->n_invariants);
     names_free(s->violations, s->n_violations);
     free(s);

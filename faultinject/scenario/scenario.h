@@ -21,7 +21,13 @@
  *       request: {customer: ann, sku: book, qty: 2, amount: 3000}
  *       timeout: 5000             # ms, default 5000
  *       expect: {reply: {status: confirmed}}       # partial match of the reply
- *       # or {error: PaymentDeclined, rollback: complete} | {timeout: true} | {any: true}
+ *       # or {error: PaymentDeclined, code: 422, rollback: complete} | {timeout: true} | {any: true}
+ *     - call: orders.create_order  # what the call caused, in its own transaction (the lab's Natomic-Tx):
+ *       request: {customer: bob, sku: book, qty: 1, amount: 1500}
+ *       expect: {error: PaymentDeclined, code: 422,
+ *                compensations: [payments.refund, inventory.release],  # in the order they ran
+ *                events: [],                                           # [{orders.order_created: {qty: 1}}]
+ *                barrier: {payments: {null_compensation: 1}}}          # from its natomic_barrier table
  *     - call: orders.create_order
  *       request: {customer: ann, sku: book, qty: 1, amount: 100}
  *       idempotency_key: "ann-{i}" # sent as Natomic-Idempotency-Key; "{i}" templates too
@@ -37,15 +43,21 @@
  *     - heal: payments            # proxy back to normal
  *     - restart: nats             # the NATS server restarts (same port, same store)
  *     - {fault: {service: orders, point: natomic/before_reply, action: drop, times: 1}}
+ *                                 # a point of docs/fault-points.md, an action it defines
  *     - {release: {service: orders, point: natomic/before_reply}}   # disable (ends a pause)
  *                                 # fault and release take `instance: N` too
  *     - wait: 200                 # ms
  *   expect:
  *     eventually: 3000            # ms: checks retry until they hold, after the last step
- *     state: {stock.book.available: 3, balance.ann: 2000, orders.confirmed: 1}
+ *     hold: 2000                  # ms: once they hold, they must keep holding this long
+ *     state: {stock.book.available: 3, balance.ann: 2000, orders.confirmed: ">= 1"}
+ *                                 # a value, or a comparison in quotes: "!= 0", "< 5", ...
  *     events: {orders.order_created: 1, conversions.converted: 0}
  *     compensations: {inventory.release: 1}      # compensation calls seen on the wire
- *     dead_letters: 0
+ *     dead_letters: 0             # or a list of partial matches of each dead letter document:
+ *                                 # [{command: call payments.refund, attempts: 3}]
+ *     barrier: {payments: {null_compensation: 1, duplicate: 0}}   # executed, duplicate,
+ *                                 # null_compensation, refused_late over the story
  *     recoveries: 1               # sagas ended by recovery (compensated or incomplete);
  *                                 # mode: durable only
  *     invariants: [stock_conserved, money_conserved, order_atomicity,
@@ -77,15 +89,47 @@ typedef enum scenario_step_kind {
     STEP_WAIT
 } scenario_step_kind_t;
 
+/* How an observed value compares with the expected one: `= 3`, `">= 1"`, `"!= 0"`, ... */
+typedef enum scenario_cmp { CMP_EQ, CMP_NE, CMP_LT, CMP_LE, CMP_GT, CMP_GE } scenario_cmp_t;
+
+/* One expected value, e.g. "stock.book.available" >= 3. */
+typedef struct scenario_check {
+    char *key;
+    scenario_cmp_t op;      /* CMP_EQ unless the value was written "<op> <integer>"   */
+    long long value;
+    int line;
+} scenario_check_t;
+
+/* One entry of an expected sequence: a name, and maybe a partial match of its payload. */
+typedef struct scenario_seq_item {
+    char *name;             /* "<service>.<method>" (a compensation) or "<service>.<type>" (an event) */
+    json_t *fields;         /* {field: value, ...} matched like a reply, or NULL       */
+    int line;
+} scenario_seq_item_t;
+
+/* An expected sequence: exactly these entries, in this order ([] = none). */
+typedef struct scenario_seq {
+    bool given;
+    scenario_seq_item_t *items;
+    size_t n;
+    int line;
+} scenario_seq_t;
+
 /* What a call step expects. */
 typedef struct scenario_call_expect {
     bool any;               /* anything goes (random faults): only recorded           */
     bool timeout;           /* expects no reply in time (in doubt)                     */
     char *error;            /* expected Natomic-Error-Type; NULL: expects success      */
+    int code;               /* expected Nats-Service-Error-Code; 0: not checked        */
     char *rollback;         /* expected Natomic-Rollback ("complete"...), or NULL      */
     json_t *reply;          /* partial match of the reply's fields, or NULL            */
     bool check_replayed;    /* `replayed` was given: compare Natomic-Replayed          */
     bool replayed;          /* its value                                              */
+    /* What happened in the call's transaction, checked with the final checks: */
+    scenario_seq_t compensations; /* its compensation calls, in the order they ran     */
+    scenario_seq_t events;        /* its events, in the order they were published      */
+    scenario_check_t *barrier;    /* key "<service>.<outcome>": barrier outcome counts */
+    size_t n_barrier;
 } scenario_call_expect_t;
 
 typedef struct scenario_fault {
@@ -124,13 +168,6 @@ typedef struct scenario_service {
     int line;
 } scenario_service_t;
 
-/* One expected value of the final state, e.g. "stock.book.available" = 3. */
-typedef struct scenario_check {
-    char *key;
-    long long value;
-    int line;
-} scenario_check_t;
-
 typedef struct scenario {
     char *path;             /* as given                                               */
     char *name;             /* file name without .yaml                                 */
@@ -154,7 +191,13 @@ typedef struct scenario {
     scenario_check_t *compensations; /* key = "<service>.<method>"                      */
     size_t n_compensations;
     long long dead_letters;      /* -1: not checked                                    */
+    scenario_cmp_t dead_letters_op;
+    json_t *dead_letter_docs;    /* dead_letters as a list: partial matches, in order  */
     long long recoveries;        /* expect.recoveries; -1: not checked                  */
+    scenario_cmp_t recoveries_op;
+    scenario_check_t *barrier;   /* expect.barrier: key "<service>.<outcome>"           */
+    size_t n_barrier;
+    int hold_ms;                 /* expect.hold: the checks must keep holding this long */
     char **invariants;
     size_t n_invariants;
     char **violations;
@@ -171,9 +214,27 @@ void scenario_free(scenario_t *s);
 
 /* The names the format knows, for validation and docs. NULL-terminated. */
 extern const char *const scenario_service_names[];
+
+/*
+ * A fault point a story may name, and which of the point-specific actions
+ * it defines (crash, pause and delay:<ms> mean the same everywhere). The
+ * table is generated at build time from docs/fault-points.md, which the
+ * fault-point-list test keeps equal to the code; it ends with a NULL name.
+ */
+typedef struct scenario_fault_point {
+    const char *name;
+    bool error, drop, duplicate;
+} scenario_fault_point_t;
+extern const scenario_fault_point_t scenario_fault_points[];
 extern const char *const scenario_invariant_names[];
 /* True when `key` names a state value the oracle can read (stock.<sku>.available, ...). */
 bool scenario_state_key_valid(const char *key);
+/* The barrier outcomes a story can count: executed, duplicate, null_compensation, refused_late. */
+extern const char *const scenario_barrier_outcomes[];
+
+/* True when `got` <op> `want`; and the operator's text ("=", "!=", "<", ...). */
+bool scenario_compare(long long got, scenario_cmp_t op, long long want);
+const char *scenario_cmp_text(scenario_cmp_t op);
 
 /*
  * Writes `tmpl` into out (cap > 0) with "{i}" replaced by i and "{i%N}"

@@ -41,7 +41,7 @@ static void visit_file(const char *path, tally_t *t)
 static int check_file(const char *path, void *user)
 {
     (void)user;
-    char err[1024];
+    char err[2048];
     scenario_t *s = NULL;
     if (scenario_load(&s, path, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);

@@ -1,9 +1,11 @@
 /*
  * embedded_nats.c -- start and stop a real nats-server for the lab.
  *
- * The port comes from binding 127.0.0.1:0 and closing the socket: another
- * process could take it in between, so a start that fails to come up is
- * retried on a fresh port (three times). The server listens on loopback
+ * The port is one below the kernel's ephemeral range that this process
+ * holds for no other server (see hold_port: stories may run at once);
+ * another process could still take it before the server binds, so a start
+ * that fails to come up is retried on a fresh port (three times). The
+ * server listens on loopback
  * only. Its JetStream store and log live in a mkdtemp() folder that
  * embedded_nats_stop() removes. The child asks the kernel for SIGKILL when
  * its parent dies, so a crashed test leaves no server behind.
@@ -15,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +26,87 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/*
+ * The port of a new server. Stories run at once in one lab (natomic-lab run
+ * --jobs) must never meet on a port: a port asked of the kernel (bind to 0)
+ * is free only until it is closed again, and in that window another
+ * story's fault proxy, bound to port 0 too, could be given it -- then this
+ * server fails to start while the proxy answers on its port. So servers
+ * take ports below the kernel's ephemeral range, which bind-to-0 and
+ * outgoing connections never hand out, and this process keeps the list of
+ * the ports its servers hold until they stop for good.
+ */
+#define MAX_SERVERS 64
+static pthread_mutex_t ports_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ports_held[MAX_SERVERS];
+
+/* The lowest port of the kernel's ephemeral range (32768 when it cannot be read). */
+static int ephemeral_low(void)
+{
+    int low = 32768, high = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%d %d", &low, &high) != 2)
+            low = 32768;
+        fclose(f);
+    }
+    return low;
+}
+
+static bool port_bindable(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* as nats-server binds */
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* A port for a server, held in ports_held until release_port(); -1 when none. */
+static int hold_port(void)
+{
+    int low = ephemeral_low(), span = 12000;
+    if (low - span < 1024)
+        return embedded_nats_free_port(); /* an odd range: ask the kernel */
+    static unsigned seq;
+    pthread_mutex_lock(&ports_mu);
+    unsigned start = (unsigned)getpid() * 2654435761u + (unsigned)time(NULL) + seq++ * 7919u;
+    int port = -1;
+    for (int k = 0; k < span && port < 0; k++) {
+        int candidate = low - span + (int)((start + (unsigned)k) % (unsigned)span);
+        bool held = false;
+        for (int i = 0; i < MAX_SERVERS; i++)
+            held = held || ports_held[i] == candidate;
+        if (held || !port_bindable(candidate))
+            continue;
+        for (int i = 0; i < MAX_SERVERS && port < 0; i++)
+            if (ports_held[i] == 0) {
+                ports_held[i] = candidate;
+                port = candidate;
+            }
+        if (port < 0)
+            break; /* every slot taken */
+    }
+    pthread_mutex_unlock(&ports_mu);
+    return port;
+}
+
+static void release_port(int port)
+{
+    pthread_mutex_lock(&ports_mu);
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (ports_held[i] == port && port > 0) {
+            ports_held[i] = 0;
+            break;
+        }
+    pthread_mutex_unlock(&ports_mu);
+}
 
 int embedded_nats_free_port(void)
 {
@@ -117,7 +201,7 @@ int embedded_nats_start(embedded_nats_t *out)
         return -1;
     }
     for (int attempt = 0; attempt < 3; attempt++) {
-        ns.port = embedded_nats_free_port();
+        ns.port = hold_port();
         if (ns.port <= 0)
             continue;
         if (spawn(&ns) == 0) {
@@ -125,6 +209,7 @@ int embedded_nats_start(embedded_nats_t *out)
             *out = ns;
             return 0;
         }
+        release_port(ns.port);
     }
     fprintf(stderr, "embedded_nats: nats-server did not start (is it installed? see %s/nats-server.log)\n",
             ns.dir);
@@ -170,6 +255,8 @@ static void remove_tree(const char *dir)
 void embedded_nats_stop(embedded_nats_t *ns)
 {
     embedded_nats_kill(ns);
+    if (ns->dir[0] != '\0')
+        release_port(ns->port); /* once: a second stop finds the folder name cleared */
     if (ns->dir[0] != '\0' && getenv("NATOMIC_KEEP") == NULL)
         remove_tree(ns->dir);
     ns->dir[0] = '\0';

@@ -20,9 +20,12 @@ typedef struct embedded_nats {
 } embedded_nats_t;
 
 /*
- * Starts nats-server ($NATOMIC_NATS_SERVER or "nats-server" on PATH) and
- * waits until it accepts connections (at most 10 s). Returns 0, or -1
- * with a message on stderr and nothing left running.
+ * Starts nats-server ($NATOMIC_NATS_SERVER or "nats-server" on PATH) on a
+ * free port below the kernel's ephemeral range, held for it in this
+ * process until embedded_nats_stop(), and waits until it accepts
+ * connections (at most 10 s). Thread-safe: servers started at once get
+ * different ports. Returns 0, or -1 with a message on stderr and nothing
+ * left running.
  */
 int embedded_nats_start(embedded_nats_t *out);
 

@@ -133,18 +133,20 @@ static void display_name(char *out, size_t cap, const supervised_service_t *s)
         snprintf(out, cap, "%s#%d", s->name, s->instance);
 }
 
-/* Appends one marker line to the instance's log; best effort. */
+/* Appends one marker line to the instance's log; best effort. A child not running has no pid to name. */
 static void log_marker(const supervised_service_t *s, const char *what)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     localtime_r(&ts.tv_sec, &tm);
-    char stamp[32], who[48], line[256];
+    char stamp[32], who[48], pid[32] = "", line[256];
     strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
     display_name(who, sizeof who, s);
-    int n = snprintf(line, sizeof line, "---- supervisor: %s %s (pid %ld) at %s.%03ld ----\n", what, who,
-                     (long)s->proc.pid, stamp, ts.tv_nsec / 1000000L);
+    if (s->proc.pid > 0)
+        snprintf(pid, sizeof pid, " (pid %ld)", (long)s->proc.pid);
+    int n = snprintf(line, sizeof line, "---- supervisor: %s %s%s at %s.%03ld ----\n", what, who, pid, stamp,
+                     ts.tv_nsec / 1000000L);
     if (n <= 0)
         return;
     if ((size_t)n >= sizeof line)
@@ -494,7 +496,7 @@ static int restart_some(supervisor_t *sv, const char *name, int instance)
         return -1;
     for (int i = 0; i < n; i++) {
         kill_instance(&s[i]);
-        log_marker(&s[i], "restart of");
+        log_marker(&s[i], "restart of"); /* no pid: the old process is gone, the new one not born */
         if (spawn_instance(sv, &s[i], false) != 0)
             return -1;
     }

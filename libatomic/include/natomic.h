@@ -128,10 +128,12 @@ NATOMIC_API natomic_status_t natomic_error_kind(int code);
  * in durable mode what recovery does is told on "natomic.recovery.<service>"
  * (a JSON document per step: claimed, compensated, ended; docs/durable.md).
  * Durable events are kept in the JetStream stream NATOMIC_EVENTS_STREAM
- * (subjects "events.>"). */
+ * (subjects "events.>"). Fault point hits and fires are traced on
+ * "natomic.trace.fault.<service>.<instance>" (see natomic_faults_setup). */
 #define NATOMIC_EVENTS_PREFIX     "events"
 #define NATOMIC_DEADLETTER_PREFIX "natomic.deadletter"
 #define NATOMIC_RECOVERY_PREFIX   "natomic.recovery"
+#define NATOMIC_FAULT_TRACE_PREFIX "natomic.trace.fault"
 #define NATOMIC_EVENTS_STREAM     "EVENTS"
 
 /* How the commands of one call ended, as sent in the reply headers. */
@@ -652,6 +654,10 @@ typedef enum natomic_fault {
  * enabled -- the cheap, common case -- and after a delay or a pause.
  * Points are enabled by NATOMIC_FAULTS at start (see natomic_faults_setup)
  * or at run time with fiu-ctrl, failnum = the action's number above.
+ * While the process counts hits (see natomic_faults_setup), the check is
+ * the point's next occurrence; a check that fires publishes its trace
+ * record before the action is carried out (before a crash: and flushes it,
+ * waiting at most 1 s for the server).
  */
 NATOMIC_API natomic_fault_t natomic_fault_check(const char *point);
 
@@ -660,18 +666,47 @@ NATOMIC_API natomic_fault_t natomic_fault_check(const char *point);
  * it): libfiu, its remote control on $TMPDIR/fiu-ctrl-<pid> (what fiu-ctrl
  * speaks), and the points listed in $NATOMIC_FAULTS, e.g.
  *   NATOMIC_FAULTS="natomic/before_reply=drop@1;inventory/reserve/before_commit=delay:200%0.5"
- * point=action[:ms][@times][%probability], ';'-separated; times defaults to
- * always; probability draws from $NATOMIC_FAULT_SEED (default 1).
+ * point=action[:ms][#occurrence][@times][%probability], ';'-separated
+ * (the suffixes in any order); times defaults to always; probability draws
+ * from $NATOMIC_FAULT_SEED (default 1). `#N` fires on the N-th hit of the
+ * point in this process only; `#N@M` on hits N to N+M-1 (each drawing
+ * the probability, if any).
  * NATOMIC_EINVAL (with a log line naming the entry) for a bad list: no
  * point of that list is enabled then.
+ *
+ * Hits are counted, per point and process from 1, from this call on when
+ * NATOMIC_FAULT_TRACE=1, NATOMIC_FAULT_CONTROL=1 or a non-empty
+ * NATOMIC_FAULTS is in the environment; otherwise from the first list
+ * natomic_faults_apply() enables. A point is hit each time it is checked,
+ * whether it fires or not; several services in one process share the
+ * counts. Before this call (or a natomic_faults_apply()) nothing is
+ * counted and no rule exists.
+ *
+ * The trace: with NATOMIC_FAULT_TRACE=1, each hit is published, and
+ * without it each hit that fires, as one JSON document on
+ * "natomic.trace.fault.<service>.<instance>" (NATOMIC_FAULT_TRACE_PREFIX):
+ *   {"service":"orders","instance":"orders-1","incarnation":"<32 hex>",
+ *    "pid":4242,"point":"natomic/before_reply","occurrence":3,"seq":17,
+ *    "time_ns":1712000000123456789,"fired":null}
+ * occurrence: the point's hit number; seq: the process's hit number over
+ * all points (both null in a process that counts nothing, for a point
+ * fiu-ctrl enabled); time_ns: wall clock of the check; fired: null or
+ * "error", "crash", "drop", "duplicate", "pause", "delay" (then also
+ * "delay_ms"). One point's records leave in occurrence order. The record
+ * goes out on the connection of the service the checking thread works for
+ * (the process's only service for other threads; with several services a
+ * hit on a thread of none is not published). Hits before the first
+ * service started are published when it starts (up to 256).
  */
 NATOMIC_API natomic_status_t natomic_faults_setup(void);
 
 /*
  * Applies a list in the NATOMIC_FAULTS syntax now, at run time; the action
- * `off` disables a point ("natomic/before_reply=off"). A new rule for a
- * point replaces its old one. NATOMIC_EINVAL with `err` for a bad list
- * (nothing applied). A service started with NATOMIC_FAULT_CONTROL=1 also
+ * `off` disables a point ("natomic/before_reply=off", no suffix allowed),
+ * also one whose #N has not come yet. A new rule for a point replaces its
+ * old one; #N counts from the process's first counted hit, not from this
+ * call (a window already passed never fires: logged). NATOMIC_EINVAL with
+ * `err` for a bad list (nothing applied). A service started with NATOMIC_FAULT_CONTROL=1 also
  * applies lists sent as requests to "$NATOMIC.FAULTS.<service>" (every
  * instance) and "$NATOMIC.FAULTS.<service>.<instance>" (that instance
  * alone); the reply is "ok" or the error: the lab uses it.

@@ -42,6 +42,8 @@ void natomic__ctx_init(natomic_ctx_t *ctx, natomic_service_t *svc, natsConnectio
 {
     memset(ctx, 0, sizeof *ctx);
     ctx->svc = svc;
+    if (svc != NULL)
+        natomic__fault_bind_thread(svc); /* this thread's fault point hits are this service's */
     ctx->nc = nc;
     ctx->service_name = service_name ? service_name : "";
     ctx->method_name = method_name ? method_name : "";

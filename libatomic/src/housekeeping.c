@@ -87,6 +87,7 @@ void natomic__housekeeping_round(natomic_service_t *svc)
 static void *housekeeping_main(void *arg)
 {
     natomic_service_t *svc = arg;
+    natomic__fault_bind_thread(svc);
     int64_t next_sweep = 0, next_recovery = 0;
     while (!atomic_load(&svc->stopping_housekeeping)) {
         int64_t now = natomic__now_ms();

@@ -32,6 +32,18 @@ typedef enum { NATOMIC_LOG_ERROR, NATOMIC_LOG_WARN, NATOMIC_LOG_INFO, NATOMIC_LO
 void natomic__log(natomic_log_level_t level, const char *who, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* ---- fault.c -------------------------------------------------------- */
+/*
+ * The service runs: hits on its threads are traced on its connection
+ * (borrowed until natomic__fault_detach), and what the process hit before
+ * any service started is published now. Idempotent.
+ */
+void natomic__fault_attach(const natomic_service_t *svc);
+/* The service stops: nothing more is published for it. Idempotent. */
+void natomic__fault_detach(const natomic_service_t *svc);
+/* The calling thread works for svc (NULL: none) until told otherwise. */
+void natomic__fault_bind_thread(const natomic_service_t *svc);
+
 /* ---- commands.c --------------------------------------------------- */
 typedef struct natomic_command {
     char *name;

@@ -633,6 +633,7 @@ static void on_fault_control(natsConnection *nc, natsSubscription *sub, natsMsg 
 static void *worker_main(void *arg)
 {
     natomic_service_t *svc = arg;
+    natomic__fault_bind_thread(svc); /* its fault point hits are this service's (fault.c) */
     for (;;) {
         natsMsg *msg = NULL;
         natsStatus s = natsSubscription_NextMsg(&msg, svc->sub, POLL_MS);
@@ -676,6 +677,8 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         pthread_mutex_unlock(&svc->mu);
         return NATOMIC_EINVAL; /* a bad NATOMIC_FAULTS: refuse to run a different experiment */
     }
+    /* From here the fault trace knows our name and connection: durable start may hit points. */
+    natomic__fault_attach(svc);
     /* Durable mode's ground first: JetStream, buckets, stream, tables, lease. Nothing is
        visible to callers before it stands. */
     natomic_status_t st = natomic__durable_start(svc);
@@ -781,7 +784,8 @@ NATOMIC_API natomic_status_t natomic_service_stop(natomic_service_t *svc)
     natomic__housekeeping_stop(svc);
     natomic__durable_stop(svc);
     natomic__idem_close(svc);
-    natsConnection_FlushTimeout(svc->nc, 2000); /* replies and events of the last calls */
+    natomic__fault_detach(svc);
+    natsConnection_FlushTimeout(svc->nc, 2000); /* replies, events and fault traces of the last calls */
     svc->stopped = true;
     pthread_mutex_unlock(&svc->mu);
     natomic__log(NATOMIC_LOG_INFO, svc->name, "service %s stopped", svc->name);
@@ -866,6 +870,7 @@ NATOMIC_API void natomic_service_destroy(natomic_service_t *svc)
     if (svc == NULL)
         return;
     natomic_service_stop(svc);
+    natomic__fault_detach(svc); /* also after a start that failed before it started */
     for (size_t i = 0; i < svc->n_methods; i++) {
         free(svc->methods[i].name);
         free(svc->methods[i].subject);

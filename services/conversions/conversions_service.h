@@ -9,7 +9,8 @@
 
 #include "conversions_store.h"
 
-/* Adds conversions.inches_to_cm to `svc`, saving into `store` (borrowed). */
+/* Adds conversions.inches_to_cm (and the lab's test methods inches_to_cm_batch and forget) to `svc`,
+ * saving into `store` (borrowed). */
 natomic_status_t conversions_service_register(natomic_service_t *svc, conversions_store_t *store);
 
 #endif

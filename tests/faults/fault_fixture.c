@@ -21,6 +21,12 @@ void fault_tmpdir(char *out, size_t cap)
 
 void fault_child_start(fault_fixture_t *f, const char *faults, const char *seed, bool ready)
 {
+    fault_child_start_env(f, faults, seed, NULL, ready);
+}
+
+void fault_child_start_env(fault_fixture_t *f, const char *faults, const char *seed, const char *const extra[],
+                           bool ready)
+{
     const char *bin = fixture_bin("CONVERSIONS_BIN");
     memset(&f->child, 0, sizeof f->child);
     fixture_path(f->child.db_path, sizeof f->child.db_path, "conversions", ".db");
@@ -28,7 +34,7 @@ void fault_child_start(fault_fixture_t *f, const char *faults, const char *seed,
 
     /* The child gets its own copy of these (fork), which its putenv() keeps. */
     char env_tmp[600], env_faults[600], env_seed[80];
-    char *env[4];
+    char *env[4 + FAULT_EXTRA_ENV];
     size_t n = 0;
     snprintf(env_tmp, sizeof env_tmp, "TMPDIR=%s", f->tmpdir);
     env[n++] = env_tmp;
@@ -39,6 +45,10 @@ void fault_child_start(fault_fixture_t *f, const char *faults, const char *seed,
     if (seed != NULL) {
         snprintf(env_seed, sizeof env_seed, "NATOMIC_FAULT_SEED=%s", seed);
         env[n++] = env_seed;
+    }
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        ck_assert_msg(i < FAULT_EXTRA_ENV, "more than %d extra environment entries", FAULT_EXTRA_ENV);
+        env[n++] = (char *)(void *)extra[i]; /* only read: the child gets a copy */
     }
     env[n] = NULL;
     /* Memory mode: these tests pin down what each action does to the nameko model

@@ -49,6 +49,15 @@ void fault_start(fault_fixture_t *f, const char *faults, const char *seed);
 /* Starts only the child (the fixture's connection stays); used by fault_start. */
 void fault_child_start(fault_fixture_t *f, const char *faults, const char *seed, bool wait_ready);
 
+/*
+ * The same with extra environment entries for the child ("NAME=value",
+ * NULL-terminated, at most FAULT_EXTRA_ENV; may be NULL), e.g.
+ * NATOMIC_FAULT_TRACE=1 or NATOMIC_FAULT_CONTROL=1.
+ */
+#define FAULT_EXTRA_ENV 4
+void fault_child_start_env(fault_fixture_t *f, const char *faults, const char *seed, const char *const extra[],
+                           bool wait_ready);
+
 /* Stops the child with SIGTERM and asserts it exited 0; then closes the client. */
 void fault_stop(fault_fixture_t *f);
 

@@ -9,6 +9,9 @@
  *   - fiu-ctrl (libfiu's stock remote control) fails a live service's
  *     point by name and disables it again;
  *   - a `pause` holds a call until fiu-ctrl disables the point;
+ *   - lists applied through $NATOMIC.FAULTS while workers check the same
+ *     point neither deadlock nor fail a call (natomic_faults_apply once
+ *     held its rule lock while libfiu waited for checks that wanted it);
  *   - a malformed NATOMIC_FAULTS keeps the service from starting, and its
  *     log names the bad entry;
  *   - natomic_faults_validate() accepts and refuses lists as documented.
@@ -137,6 +140,89 @@ START_TEST(test_pause_released_by_fiu_ctrl)
 }
 END_TEST
 
+/* ---- lists applied while the point is checked --------------------- */
+
+#define APPLY_CALLERS 4
+
+typedef struct busy_caller {
+    fault_fixture_t *f;
+    int64_t until_ms;
+    int calls;
+    natomic_status_t first_failure;
+    natomic_call_info_t info;
+} busy_caller_t;
+
+static void *busy_caller_main(void *arg)
+{
+    busy_caller_t *c = arg;
+    c->first_failure = NATOMIC_OK;
+    while (fixture_now_ms() < c->until_ms) {
+        natomic_call_info_t info;
+        natomic_status_t st = fault_call(c->f, c->calls + 1, fixture_ms(5000), &info);
+        if (st != NATOMIC_OK) {
+            c->first_failure = st;
+            c->info = info;
+            break; /* a deadlocked service answers nothing more: no use waiting again */
+        }
+        c->calls++;
+    }
+    return NULL;
+}
+
+START_TEST(test_apply_while_points_are_checked)
+{
+    /* A rule that never fires but is asked (libfiu calls its decide()) at every check. */
+    static const char *const list = "natomic/before_handler=error#1000000000";
+    static const char *const control[] = {"NATOMIC_FAULT_CONTROL=1", NULL};
+    fault_fixture_t f;
+    memset(&f, 0, sizeof f);
+    fault_tmpdir(f.tmpdir, sizeof f.tmpdir);
+    f.nc = fixture_connect();
+    fault_child_start_env(&f, list, NULL, control, true);
+
+    busy_caller_t callers[APPLY_CALLERS];
+    pthread_t threads[APPLY_CALLERS];
+    int64_t until = fixture_now_ms() + fixture_ms(2000);
+    for (int i = 0; i < APPLY_CALLERS; i++) {
+        callers[i] = (busy_caller_t){.f = &f, .until_ms = until};
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, busy_caller_main, &callers[i]), 0);
+    }
+    /* Replace the rule again and again while the workers check the point. */
+    int applied = 0;
+    char answer[256] = "";
+    natsStatus s = NATS_OK;
+    while (fixture_now_ms() < until) {
+        natsMsg *reply = NULL;
+        s = natsConnection_RequestString(&reply, f.nc, "$NATOMIC.FAULTS.conversions", list, fixture_ms(5000));
+        if (s != NATS_OK)
+            break;
+        snprintf(answer, sizeof answer, "%.*s", natsMsg_GetDataLength(reply), natsMsg_GetData(reply));
+        natsMsg_Destroy(reply);
+        if (strcmp(answer, "ok") != 0)
+            break;
+        applied++;
+    }
+    int calls = 0;
+    for (int i = 0; i < APPLY_CALLERS; i++) {
+        pthread_join(threads[i], NULL);
+        calls += callers[i].calls;
+    }
+    ck_assert_msg(s == NATS_OK && strcmp(answer, "ok") == 0,
+                  "apply %d of '%s' while %d calls ran: %s, answer '%s' (a service that stopped answering is "
+                  "deadlocked; log: %s)",
+                  applied + 1, list, calls, natsStatus_GetText(s), answer, f.child.log_path);
+    for (int i = 0; i < APPLY_CALLERS; i++)
+        ck_assert_msg(callers[i].first_failure == NATOMIC_OK,
+                      "caller %d, call %d, while %d lists were applied: %s '%s' (log: %s)", i, callers[i].calls + 1,
+                      applied, natomic_status_name(callers[i].first_failure), callers[i].info.message,
+                      f.child.log_path);
+    fprintf(stderr, "%d lists applied while %d calls checked the point\n", applied, calls);
+    ck_assert_msg(applied >= 50 && calls >= 50, "too little overlap to mean anything: %d lists, %d calls", applied,
+                  calls);
+    fault_stop(&f);
+}
+END_TEST
+
 /* ---- a malformed NATOMIC_FAULTS ---------------------------------- */
 
 START_TEST(test_malformed_faults_refused)
@@ -208,6 +294,7 @@ static Suite *fault_control_suite(void)
     tcase_add_test(tc, test_seeded_probability_replays);
     tcase_add_test(tc, test_fiu_ctrl_enable_disable);
     tcase_add_test(tc, test_pause_released_by_fiu_ctrl);
+    tcase_add_test(tc, test_apply_while_points_are_checked);
     tcase_add_test(tc, test_malformed_faults_refused);
     tcase_add_test(tc, test_validate_lists);
     suite_add_tcase(s, tc);

@@ -6,7 +6,9 @@
  * (every step kind and every expectation kind, their lines, the defaults,
  * requests as JSON with YAML's core types, durable mode's keys:
  * idempotency_key, replayed, instance on faults and process steps,
- * recoveries); "{i}" templates expand; each file of bad/ fails with
+ * recoveries; what a call caused -- code, compensations and events in
+ * order, barrier outcomes -- comparisons, hold, dead letters by content);
+ * "{i}" templates expand; the fault points come from docs/fault-points.md; each file of bad/ fails with
  * the line and the reason its first line announces ("# expect: <line>:
  * <substring>"), one test point per file; the state keys the oracle knows;
  * check's output and exit status for valid, invalid and missing paths; and
@@ -289,6 +291,80 @@ START_TEST(every_expectation_kind)
 }
 END_TEST
 
+static void assert_cmp(const scenario_check_t *c, const char *key, scenario_cmp_t op, long long value)
+{
+    ck_assert_str_eq(c->key, key);
+    ck_assert_msg(c->op == op, "%s: op %d, want %d", key, c->op, op);
+    ck_assert_int_eq(c->value, value);
+}
+
+START_TEST(what_a_call_caused)
+{
+    scenario_t *s = load_good("outcomes.yaml");
+    ck_assert_uint_eq(s->n_steps, 4);
+    const scenario_call_expect_t *e = &s->steps[0].expect;
+    ck_assert_str_eq(e->error, "PaymentDeclined");
+    ck_assert_int_eq(e->code, 422);
+    ck_assert_str_eq(e->rollback, "complete");
+    ck_assert(e->compensations.given);
+    ck_assert_uint_eq(e->compensations.n, 2);
+    ck_assert_str_eq(e->compensations.items[0].name, "payments.refund");
+    ck_assert_str_eq(e->compensations.items[1].name, "inventory.release");
+    ck_assert_ptr_null(e->compensations.items[0].fields);
+    ck_assert_int_eq(e->compensations.items[1].line, 11);
+    ck_assert(e->events.given);
+    ck_assert_uint_eq(e->events.n, 0); /* [] expects none */
+    ck_assert_uint_eq(e->n_barrier, 3);
+    assert_cmp(&e->barrier[0], "payments.null_compensation", CMP_EQ, 1);
+    assert_cmp(&e->barrier[1], "payments.executed", CMP_EQ, 0);
+    assert_cmp(&e->barrier[2], "inventory.executed", CMP_GE, 2);
+
+    e = &s->steps[1].expect;
+    ck_assert_ptr_null(e->error);
+    ck_assert_int_eq(e->code, 422);
+    ck_assert_uint_eq(e->compensations.n, 2);
+    ck_assert_str_eq(e->compensations.items[0].name, "conversions.forget");
+    assert_json(e->compensations.items[0].fields, "{\"conversion_id\":1}");
+    ck_assert_ptr_null(e->compensations.items[1].fields);
+    ck_assert(!e->events.given);
+    ck_assert_uint_eq(e->n_barrier, 0);
+
+    e = &s->steps[2].expect;
+    ck_assert(e->timeout);
+    ck_assert(!e->compensations.given);
+    ck_assert_uint_eq(e->events.n, 1);
+    ck_assert_str_eq(e->events.items[0].name, "orders.order_created");
+    assert_json(e->events.items[0].fields, "{\"qty\":1}");
+
+    ck_assert_int_eq(s->hold_ms, 1500);
+    ck_assert_uint_eq(s->n_state, 6);
+    assert_cmp(&s->state[0], "stock.book.available", CMP_GE, 1);
+    assert_cmp(&s->state[1], "stock.book.reserved", CMP_LT, 5);
+    assert_cmp(&s->state[2], "balance.bob", CMP_NE, 0);
+    assert_cmp(&s->state[3], "orders.total", CMP_EQ, 3);
+    assert_cmp(&s->state[4], "charged.ann", CMP_LE, 100);
+    assert_cmp(&s->state[5], "orders.confirmed", CMP_GT, 0);
+    assert_cmp(&s->events[0], "orders.order_created", CMP_GE, 1);
+    assert_cmp(&s->compensations[0], "inventory.release", CMP_NE, 0);
+    ck_assert_int_eq(s->dead_letters, 1);
+    ck_assert(s->dead_letters_op == CMP_EQ);
+    assert_json(s->dead_letter_docs, "[{\"service\":\"orders\",\"command\":\"call inventory.release\",\"attempts\":3}]");
+    ck_assert_uint_eq(s->n_barrier, 4);
+    assert_cmp(&s->barrier[0], "inventory.executed", CMP_EQ, 2);
+    assert_cmp(&s->barrier[2], "inventory.null_compensation", CMP_LE, 1);
+    assert_cmp(&s->barrier[3], "inventory.refused_late", CMP_EQ, 0);
+    ck_assert_str_eq(s->invariants[0], "no_premature_events");
+
+    ck_assert(scenario_compare(3, CMP_GE, 3) && !scenario_compare(2, CMP_GE, 3));
+    ck_assert(scenario_compare(2, CMP_NE, 3) && !scenario_compare(3, CMP_NE, 3));
+    ck_assert(scenario_compare(2, CMP_LT, 3) && !scenario_compare(3, CMP_LT, 3));
+    ck_assert(scenario_compare(3, CMP_LE, 3) && !scenario_compare(4, CMP_LE, 3));
+    ck_assert(scenario_compare(4, CMP_GT, 3) && !scenario_compare(3, CMP_GT, 3));
+    ck_assert_str_eq(scenario_cmp_text(CMP_GE), ">=");
+    scenario_free(s);
+}
+END_TEST
+
 START_TEST(defaults)
 {
     scenario_t *s = load_good("defaults.yaml");
@@ -306,6 +382,9 @@ START_TEST(defaults)
     ck_assert_int_eq(s->steps[0].line, 3);
     ck_assert_int_eq(s->eventually_ms, 2000);
     ck_assert_int_eq(s->dead_letters, -1);
+    ck_assert_ptr_null(s->dead_letter_docs);
+    ck_assert_int_eq(s->hold_ms, 0);
+    ck_assert_uint_eq(s->n_barrier, 0);
     ck_assert_uint_eq(s->n_state + s->n_events + s->n_compensations + s->n_invariants + s->n_violations, 0);
     ck_assert_ptr_null(s->invariants);
     scenario_free(s);
@@ -540,7 +619,22 @@ START_TEST(name_lists)
     size_t n = 0;
     while (scenario_invariant_names[n] != NULL)
         n++;
-    ck_assert_uint_eq(n, 7);
+    ck_assert_uint_eq(n, 8);
+    ck_assert_str_eq(scenario_invariant_names[7], "no_premature_events");
+    static const char *const outcomes[] = {"executed", "duplicate", "null_compensation", "refused_late"};
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_str_eq(scenario_barrier_outcomes[i], outcomes[i]);
+    ck_assert_ptr_null(scenario_barrier_outcomes[4]);
+    /* The fault points come from docs/fault-points.md: a point of each kind is there, with its actions. */
+    bool found_handler = false, found_after_handler = false;
+    for (const scenario_fault_point_t *fp = scenario_fault_points; fp->name != NULL; fp++) {
+        if (strcmp(fp->name, "natomic/before_handler") == 0)
+            found_handler = fp->error && fp->drop && fp->duplicate;
+        if (strcmp(fp->name, "natomic/after_handler") == 0)
+            found_after_handler = fp->error && !fp->drop && !fp->duplicate;
+    }
+    ck_assert_msg(found_handler, "natomic/before_handler with error, drop and duplicate");
+    ck_assert_msg(found_after_handler, "natomic/after_handler with error only");
     scenario_free(NULL);
 }
 END_TEST
@@ -576,6 +670,7 @@ START_TEST(check_good_folder)
         "defaults.yaml (1 step): The smallest scenario; everything else takes its default.",
         "durable.yaml (12 steps): Durable mode, idempotency keys, replays, one instance at a time, recoveries.",
         "expectations.yaml (6 steps): Every expectation a call and a story can have.",
+        "outcomes.yaml (4 steps): What a call caused, compared beyond equality and held for a while.",
         "request_types.yaml (1 step): Requests are YAML maps that become JSON.",
         "services_map.yml (1 step): Services as a map with instances, faults and seed data.",
     };
@@ -641,6 +736,7 @@ static Suite *scenario_parser_suite(void)
     TCase *tc = tcase_create("good");
     tcase_add_test(tc, every_step_kind);
     tcase_add_test(tc, every_expectation_kind);
+    tcase_add_test(tc, what_a_call_caused);
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, requests_take_yaml_core_types);
     tcase_add_test(tc, services_as_map_faults_and_seed_data);

@@ -305,6 +305,8 @@ START_TEST(supervisor_kill_and_restart)
     ck_assert_msg(strstr(tail, "conversions| ---- supervisor: restart of conversions") != NULL,
                   "no restart marker in the log tail:\n%s", tail);
     ck_assert_msg(strstr(tail, "SIGKILL to conversions") != NULL, "no kill marker in the log tail:\n%s", tail);
+    /* A marker for a process not running names no pid (it once said "(pid 0)"). */
+    ck_assert_msg(strstr(tail, "(pid 0)") == NULL, "a marker names pid 0:\n%s", tail);
     free(tail);
     tail = supervisor_log_tail(&sv, "conversions", 1);
     ck_assert_ptr_nonnull(tail);
