@@ -24,6 +24,8 @@
 
 #define MEMBER(msg, off) ((void *)((char *)(msg) + (off)))
 
+static void fail(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 static void fail(char *err, size_t cap, const char *fmt, ...)
 {
     va_list ap;

@@ -21,7 +21,5 @@ typedef struct runner_options {
 /* Runs the scenario files found in `paths` (files or folders, recursively, *.yaml). Returns the exit status: 0 all passed. */
 int runner_run(char *const paths[], size_t n_paths, const runner_options_t *opts);
 
-/* Validates files without running (natomic-lab check). 0 when all are valid. */
-int runner_check(char *const paths[], size_t n_paths);
 
 #endif

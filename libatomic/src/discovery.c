@@ -115,7 +115,9 @@ static void on_discovery(natsConnection *nc, natsSubscription *sub, natsMsg *msg
 
 natomic_status_t natomic__discovery_start(natomic_service_t *svc)
 {
-    static const char *const verbs[] = {"PING", "INFO", "STATS"};
+    /* PING last: the server takes subscriptions in order, and whoever waits for an
+       instance waits for its PING answer -- INFO and STATS must already be there then. */
+    static const char *const verbs[] = {"STATS", "INFO", "PING"};
     int k = 0;
     for (int v = 0; v < 3; v++) {
         char subjects[3][256];
