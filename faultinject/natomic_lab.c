@@ -14,6 +14,8 @@
  *
  *   natomic-lab run [FILES|DIRS] ...   the scenario suite (runner.c)
  *   natomic-lab check FILES|DIRS       validate scenario files
+ *   natomic-lab explore [FILES|DIRS]   every fault point of a story, each
+ *                                      action replayed alone (explore/)
  * Everything started here is stopped before it exits, and dies with it if
  * it is killed (see embedded_nats.c and process.c).
  */
@@ -31,6 +33,7 @@
 
 #include "conversions.pb-c.h"
 #include "embedded_nats.h"
+#include "explore.h"
 #include "inventory.pb-c.h"
 #include "lab_services.h"
 #include "message_json.h"
@@ -58,6 +61,11 @@ static void usage(FILE *f)
           "                a progress line per scenario on stderr, a report with --report\n"
           "  check FILE|DIR...\n"
           "                validate scenario files (folders: every *.yaml, *.yml) without running\n"
+          "  explore [--mode memory|durable|both] [--actions LIST] [--json FILE] [--report DIR]\n"
+          "          [--jobs N] [--points LIST] [--cell SPEC] [--seed N] FILE|DIR...\n"
+          "                every fault point the story hits, each action at each hit replayed\n"
+          "                alone in each mode, judged by its invariants: TAP 14 on stdout, one\n"
+          "                point per cell; a matrix page with --report, a JSON file with --json\n"
           "  help          show this help\n"
           "\n"
           "Options of run:\n"
@@ -70,6 +78,24 @@ static void usage(FILE *f)
           "                follows the scenario's progress line: kept: <folder>\n"
           "  --quiet       no progress lines\n"
           "Exit status of run: 0 all passed, 1 a check failed, 2 bad usage or a missing path.\n"
+          "\n"
+          "Options of explore (docs/lab.md, \"Exploring every crash point\"):\n"
+          "  --mode M      memory, durable or both (default both)\n"
+          "  --actions L   crash,error,drop,duplicate,delay or all (default all); error, drop and\n"
+          "                duplicate only where the point defines them (docs/fault-points.md)\n"
+          "  --points L    only these fault points (comma-separated names)\n"
+          "  --cell SPEC   replay one cell alone, no clean run: INSTANCE:POINT=ACTION#N,\n"
+          "                e.g. orders-0:natomic/client_send=crash#2 (the JSON's replay command)\n"
+          "  --json FILE   write every cell (verdict, invariants broken, replay command) there\n"
+          "  --report DIR  write the matrix (DIR/index.html) and a page per replay (DIR/replays/)\n"
+          "  --jobs N      replays at once, 1 to 64 (default: one per core)\n"
+          "  --seed N      the seed of every replay (default: the story's)\n"
+          "  --restart-after MS  a process that died is restarted this long after (default 500)\n"
+          "  --cell-limit S      one replay's time limit (default 120)\n"
+          "  --time-limit S      the whole exploration's (default 1800)\n"
+          "  --keep, --quiet     as for run\n"
+          "Exit status of explore: 0 no unexpected violation, 1 one (or a clean run that is not\n"
+          "consistent, a fault that never fired, a replay cut short), 2 bad usage.\n"
           "\n"
           "Options of demo:\n"
           "  --keep        keep the temporary folder (NATS store, service logs, databases)\n"
@@ -510,6 +536,122 @@ out:
     return rc;
 }
 
+/* A whole number from lo to hi for option `name`; false after a message. */
+static bool number_arg(const char *cmd, const char *name, const char *text, long lo, long hi, long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "natomic-lab %s: %s wants a number from %ld to %ld, got '%s'\n", cmd, name, lo, hi, text);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* natomic-lab explore [paths] [options]. */
+static int explore_command(int argc, char **argv)
+{
+    explore_options_t o = {.modes = EXPLORE_MEMORY | EXPLORE_DURABLE,
+                           .actions = EXPLORE_ALL_ACTIONS,
+                           .restart_after_ms = EXPLORE_RESTART_AFTER_MS,
+                           .cell_limit_s = EXPLORE_CELL_LIMIT_S,
+                           .time_limit_s = EXPLORE_TIME_LIMIT_S,
+                           .progress = true};
+    char **paths = calloc((size_t)argc + 1, sizeof *paths);
+    char command[2048] = "natomic-lab explore";
+    size_t n = 0, used = strlen(command);
+    int rc = 2;
+    if (paths == NULL)
+        return 1;
+    for (int i = 0; i < argc; i++) {
+        int w = snprintf(command + used, sizeof command - used, " %s", argv[i]);
+        used += w > 0 && (size_t)w < sizeof command - used ? (size_t)w : 0;
+    }
+    o.command = command;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_value = i + 1 < argc;
+        long v = 0;
+        char err[200];
+        if (strcmp(a, "--mode") == 0 && has_value) {
+            const char *m = argv[++i];
+            if (strcmp(m, "memory") == 0)
+                o.modes = EXPLORE_MEMORY;
+            else if (strcmp(m, "durable") == 0)
+                o.modes = EXPLORE_DURABLE;
+            else if (strcmp(m, "both") == 0)
+                o.modes = EXPLORE_MEMORY | EXPLORE_DURABLE;
+            else {
+                fprintf(stderr, "natomic-lab explore: --mode is memory, durable or both, not '%s'\n", m);
+                goto out;
+            }
+        } else if (strcmp(a, "--actions") == 0 && has_value) {
+            if (explore_parse_actions(argv[++i], &o.actions, err, sizeof err) != 0) {
+                fprintf(stderr, "natomic-lab explore: --actions: %s\n", err);
+                goto out;
+            }
+        } else if (strcmp(a, "--points") == 0 && has_value) {
+            o.points = argv[++i];
+        } else if (strcmp(a, "--cell") == 0 && has_value) {
+            o.cell = argv[++i];
+        } else if (strcmp(a, "--json") == 0 && has_value) {
+            o.json_path = argv[++i];
+        } else if (strcmp(a, "--report") == 0 && has_value) {
+            o.report_dir = argv[++i];
+        } else if (strcmp(a, "--jobs") == 0 && has_value) {
+            if (!number_arg("explore", a, argv[++i], 1, 64, &v))
+                goto out;
+            o.jobs = (int)v;
+        } else if (strcmp(a, "--seed") == 0 && has_value) {
+            char *end = NULL;
+            errno = 0;
+            o.seed = strtoull(argv[++i], &end, 10);
+            if (errno != 0 || end == argv[i] || *end != '\0' || argv[i][0] == '-') {
+                fprintf(stderr, "natomic-lab explore: --seed wants a non-negative integer, got '%s'\n", argv[i]);
+                goto out;
+            }
+            o.has_seed = true;
+        } else if (strcmp(a, "--restart-after") == 0 && has_value) {
+            if (!number_arg("explore", a, argv[++i], 0, 60000, &v))
+                goto out;
+            o.restart_after_ms = (int)v;
+        } else if (strcmp(a, "--cell-limit") == 0 && has_value) {
+            if (!number_arg("explore", a, argv[++i], 10, 3600, &v))
+                goto out;
+            o.cell_limit_s = (int)v;
+        } else if (strcmp(a, "--time-limit") == 0 && has_value) {
+            if (!number_arg("explore", a, argv[++i], 10, 7 * 24 * 3600, &v))
+                goto out;
+            o.time_limit_s = (int)v;
+        } else if (strcmp(a, "--keep") == 0) {
+            o.keep = true;
+        } else if (strcmp(a, "--quiet") == 0) {
+            o.progress = false;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            rc = 0;
+            goto out;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "natomic-lab explore: unknown option '%s' (or it lacks its value)\n", a);
+            usage(stderr);
+            goto out;
+        } else {
+            paths[n++] = (char *)a;
+        }
+    }
+    if (n == 0) {
+        fprintf(stderr, "natomic-lab explore: give a story, e.g. natomic-lab explore scenarios/saga/confirmed-order.yaml\n");
+        goto out;
+    }
+    rc = explore_run(paths, n, &o);
+out:
+    free(paths);
+    nats_Close();
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -539,6 +681,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "run") == 0)
         return run_command(argc - 2, argv + 2);
+    if (strcmp(cmd, "explore") == 0)
+        return explore_command(argc - 2, argv + 2);
     if (strcmp(cmd, "check") == 0) {
         if (argc < 3) {
             fprintf(stderr, "natomic-lab check: give scenario files or folders, e.g. natomic-lab check scenarios\n");

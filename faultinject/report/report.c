@@ -11,12 +11,27 @@
  * The story. Each participant (a service, "lab" for the runner's own
  * client, "events" for the event stream) is a column in order of first
  * appearance, with "lab" always first and "events" always last. Every
- * timeline entry is a row, in time order. An arrow is drawn from `from` to
- * `to` for calls, compensations, events and replies (the runner records a
- * reply as callee -> caller); faults, notes, dead letters and recovery
- * steps are boxes over one lifeline (recovery in teal, on the recovering
- * service's). Text is cut to the room it has, with an ellipsis, and the
- * full text is the row's tooltip.
+ * timeline entry is a row, in the order things happened at their source
+ * (the timeline is kept in that order, see timeline.c), not the order the
+ * lab heard of them. An arrow is drawn from `from` to `to` for calls,
+ * compensations, events and replies (the runner records a reply as
+ * callee -> caller); everything else is a box over one lifeline, each kind
+ * with its own colour and its own word in front of the label, so that the
+ * Markdown reads right without colours: FAULT (the lab caused it: kill,
+ * pause, cut), FIRED (a fault point fired in that service, with a burst on
+ * the box's edge: the moment itself), TIMEOUT (the lab gave up on a call),
+ * ARM (the lab enabled a fault point rule), RESTART, RESUME, RELEASE (a
+ * fault point disabled) and HEAL (a link back to normal) -- four different
+ * ends of a fault, never one "heal" -- dead letters, recovery steps (teal),
+ * notes and failed checks.
+ *
+ * Nothing is cut. A label longer than its room wraps onto more lines (at a
+ * space or a comma when one is in reach) and its row grows, so the fields
+ * that decide a story -- a reply's status and outcome, an error's code and
+ * type -- are always on the page, without hovering (the tooltip stays, for
+ * who has a mouse). The drawing is scaled to the page's width, down to
+ * MIN_SCALE, and scrolls sideways beyond that; a long story scrolls inside
+ * its frame under a header that keeps the participants' names in view.
  *
  * Recovery. A durable story's page also has a Recovery section: every
  * step recovery told on natomic.recovery.<service> (which instance claimed
@@ -27,12 +42,21 @@
  *
  * Bounded size. A diagram shows at most DIAGRAM_MAX entries. When a
  * scenario recorded more (a hundred concurrent orders), entries are kept
- * by what they teach: faults, compensations, dead letters, recovery steps
- * and errors first, then notes and the call or reply that gives an error or a
- * compensation its context, then the plain traffic (successful calls,
- * replies, events) earliest first: the reader gets the first orders in
+ * by what they teach: faults (and the points that fired, the lab's
+ * timeouts, restarts, releases, heals), compensations, dead letters,
+ * recovery steps and errors first, then notes and the call or reply that
+ * gives an error or a compensation its context, then the plain traffic
+ * (successful calls, replies, events) earliest first: the reader gets the first orders in
  * full, then only what went wrong. Where entries were left out the diagram
  * says how many, in place and in total.
+ *
+ * The summary. A story is ok, FAIL (a check failed), or "expected
+ * violation": it names invariants it expects to break, and every check
+ * passed, the checks that they broke included. That state has its own
+ * colour, tile and column: it passed, but as a lesson, not as a story of
+ * things going right. Every summary is
+ * whole sentences: the index shows the first sentence of each `about`
+ * entire, never cut with an ellipsis.
  *
  * Escaping. Every piece of recorded text is escaped for where it lands:
  * HTML entities in pages and SVG, Mermaid's #code; entities for the
@@ -47,6 +71,7 @@
  */
 #include "report.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -61,7 +86,10 @@
 
 #define DIAGRAM_MAX 400     /* entries drawn per diagram                    */
 #define MAX_PARTS 48        /* participants (columns) per diagram           */
-#define MERMAID_LABEL 100   /* characters of a label in Mermaid             */
+#define MERMAID_LINE 72     /* characters per line of a label in Mermaid    */
+#define MAX_LINES 24        /* lines of one wrapped label (a 255-byte label
+                               at the narrowest room needs 22)              */
+#define MIN_WRAP 12         /* characters per line, however narrow the room */
 #define CONTEXT_SCAN 400    /* how far to look for an entry's call or reply */
 
 /* SVG geometry, in CSS pixels. Labels are set in a monospace font so that
@@ -71,12 +99,14 @@
 #define TIME_W 84.0
 #define HEAD_H 46.0
 #define ROW_H 30.0
+#define LINE_H 15.0         /* each further line of a wrapped label         */
 #define GAP_ROW_H 24.0
 #define MIN_GAP 150.0
 #define MAX_GAP 400.0
 #define NOTE_MAX_W 460.0
 #define LOOP_W 26.0
 #define FIT_W 1320.0        /* widest drawing before labels give way        */
+#define MIN_SCALE 0.8       /* narrowest the page may scale it, then scroll */
 
 /* ---- a growable text buffer; remembers running out of memory ------------ */
 
@@ -275,6 +305,81 @@ static bool put_esc(text_t *t, const char *s, esc_t how, size_t max_chars)
     return cut;
 }
 
+/* One line of a wrapped label: bytes [start, start + len) of it. */
+typedef struct line_span {
+    size_t start;
+    size_t len;
+} line_span_t;
+
+static bool wrap_after(unsigned char c)
+{
+    return c == ' ' || c == ',' || c == ';' || c == '\t';
+}
+
+/*
+ * Splits s into lines of at most `width` characters (MIN_WRAP at least):
+ * after a space or a comma when one is in reach, else inside a word; a
+ * newline always breaks. The spaces a line breaks at belong to no line.
+ * Returns the number of lines (1 for ""), at most max: the last one then
+ * takes the rest, longer than width.
+ */
+static size_t wrap_lines(const char *s, size_t width, line_span_t *lines, size_t max)
+{
+    assert(max > 0);
+    if (width < MIN_WRAP)
+        width = MIN_WRAP;
+    const unsigned char *u = (const unsigned char *)(s != NULL ? s : "");
+    size_t total = strlen((const char *)u), pos = 0, n = 0;
+    while (n < max) {
+        if (n == max - 1) {
+            lines[n++] = (line_span_t){pos, total - pos};
+            break;
+        }
+        size_t end = pos, chars = 0, brk = 0; /* brk: a break after it, 0 none */
+        bool newline = false;
+        while (u[end] != '\0' && chars < width) {
+            if (u[end] == '\n') {
+                newline = true;
+                break;
+            }
+            size_t k = utf8_seq(u + end);
+            end += k != 0 ? k : 1;
+            chars++;
+            if (wrap_after(u[end - 1]))
+                brk = end;
+        }
+        if (u[end] == '\0' || newline) {
+            lines[n++] = (line_span_t){pos, end - pos};
+            if (u[end] == '\0')
+                break;
+            pos = end + 1;
+            continue;
+        }
+        /* The line is full: a break at the space or comma right after it counts too. */
+        if (wrap_after(u[end]) && u[end] != ',' && u[end] != ';')
+            brk = end;
+        size_t cut = brk > pos ? brk : end;
+        size_t len = cut - pos;
+        while (len > 0 && (u[pos + len - 1] == ' ' || u[pos + len - 1] == '\t'))
+            len--;
+        lines[n++] = (line_span_t){pos, len};
+        pos = cut;
+        while (u[pos] == ' ' || u[pos] == '\t')
+            pos++;
+        if (u[pos] == '\0')
+            break;
+    }
+    return n;
+}
+
+/* Line i of a wrapping of s, as a string, into out (cap > span). */
+static void line_text(const char *s, const line_span_t *span, char *out, size_t cap)
+{
+    size_t len = span->len < cap - 1 ? span->len : cap - 1;
+    memcpy(out, s + span->start, len);
+    out[len] = '\0';
+}
+
 /* A Markdown code fence longer than any run of backticks in s. */
 static void put_fence(text_t *t, const char *s)
 {
@@ -288,30 +393,54 @@ static void put_fence(text_t *t, const char *s)
         text_putn(t, "`", 1);
 }
 
-/* The first sentence of `about`, on one line, into out (cap > 0). */
+/* Whether out[0..len) ends with an abbreviation whose period ends no sentence. */
+static bool ends_with_abbreviation(const char *out, size_t len)
+{
+    static const char *const words[] = {"e.g.", "i.e.", "vs.", "cf.", "approx."};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        size_t k = strlen(words[i]);
+        if (len >= k && strncasecmp(out + len - k, words[i], k) == 0 &&
+            (len == k || out[len - k - 1] == ' ' || out[len - k - 1] == '('))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * The first sentence of `about`, whole, on one line, into out (cap > 0):
+ * up to the first . ! or ? that ends a word (not the period of "e.g."),
+ * or the end of the first paragraph, which then gets a period. Only a
+ * sentence longer than cap is cut (never a character).
+ */
 static void first_sentence(const char *about, char *out, size_t cap)
 {
     size_t len = 0;
-    bool space = false;
-    for (const char *p = about != NULL ? about : ""; *p != '\0' && len + 1 < cap; p++) {
+    bool space = false, ended = false;
+    for (const char *p = about != NULL ? about : ""; *p != '\0' && len + 2 < cap; p++) {
         if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') {
             if (p[0] == '\n' && p[1] == '\n' && len > 0)
                 break;
             space = len > 0;
             continue;
         }
-        if (space && len + 2 < cap)
+        if (space && len + 3 < cap)
             out[len++] = ' ';
         space = false;
         out[len++] = *p;
-        if ((*p == '.' || *p == '!' || *p == '?') && (p[1] == '\0' || p[1] == ' ' || p[1] == '\n'))
+        if ((*p == '.' || *p == '!' || *p == '?') && (p[1] == '\0' || p[1] == ' ' || p[1] == '\n') &&
+            !ends_with_abbreviation(out, len)) {
+            ended = true;
             break;
+        }
     }
+    /* A paragraph without a full stop (or an about that is one phrase) still reads as a sentence. */
+    if (!ended && len > 0 && out[len - 1] != '.' && out[len - 1] != '!' && out[len - 1] != '?' && out[len - 1] != ':')
+        out[len++] = '.';
     out[len] = '\0';
     /* The cap may have cut a character: drop its first half. */
     for (size_t i = 0; i < len;) {
         size_t n = utf8_seq((const unsigned char *)out + i);
-        if (n == 0 && (unsigned char)out[i] >= 0xC0 && len - i < 4) {
+        if (n == 0 && (unsigned char)out[i] >= 0xC0 && len - i < 5) {
             out[i] = '\0';
             break;
         }
@@ -443,9 +572,16 @@ static void entry_ends(const timeline_entry_t *e, const char **a, const char **b
         break;
     case TL_DEAD_LETTER:
     case TL_RECOVERY:
+    case TL_FIRED:
+    case TL_TIMEOUT:
         *a = *b = from != NULL ? from : to != NULL ? to : "lab";
         break;
     case TL_FAULT:
+    case TL_ARM:
+    case TL_RESTART:
+    case TL_RESUME:
+    case TL_RELEASE:
+    case TL_HEAL:
     case TL_NOTE:
     default:
         *a = *b = to != NULL ? to : from != NULL ? from : "lab";
@@ -469,8 +605,19 @@ static void display_label(const timeline_entry_t *e, char *out, size_t cap)
     switch (e->kind) {
     case TL_COMPENSATION: prefix = e->error ? "ERR undo: " : "undo: "; break;
     case TL_DEAD_LETTER: prefix = "dead letter: "; break;
-    case TL_FAULT: prefix = e->error ? "FAULT " : "heal: "; break;
+    case TL_FAULT: prefix = "FAULT "; break;
     case TL_RECOVERY: prefix = "RECOVERY "; break;
+    case TL_FIRED: prefix = "FIRED "; break;
+    case TL_TIMEOUT: prefix = "TIMEOUT "; break;
+    case TL_ARM: prefix = "ARM "; break;
+    case TL_RESTART: prefix = "RESTART "; break;
+    case TL_RESUME: prefix = "RESUME "; break;
+    case TL_RELEASE: prefix = "RELEASE "; break;
+    case TL_HEAL: prefix = "HEAL "; break;
+    case TL_CALL:
+    case TL_REPLY:
+    case TL_EVENT:
+    case TL_NOTE:
     default: prefix = e->error ? "ERR " : ""; break;
     }
     snprintf(out, cap, "%s%s", prefix, e->label);
@@ -545,9 +692,8 @@ static unsigned char entry_tier(const story_t *st, const timeline_entry_t *e)
     entry_ends(e, &a, &b);
     if (part_index(st, a) < 0 || part_index(st, b) < 0)
         return 4;
-    if (e->error || e->kind == TL_FAULT || e->kind == TL_COMPENSATION || e->kind == TL_DEAD_LETTER ||
-        e->kind == TL_RECOVERY)
-        return 0;
+    if (e->error || (e->kind != TL_CALL && e->kind != TL_REPLY && e->kind != TL_EVENT && e->kind != TL_NOTE))
+        return 0; /* faults and their ends, compensations, dead letters, recovery, timeouts */
     if (e->kind == TL_NOTE)
         return 1;
     return 2;
@@ -662,6 +808,54 @@ static const char *name_of(const report_scenario_t *s)
     return s->name != NULL && s->name[0] != '\0' ? s->name : "unnamed";
 }
 
+/* A story's state in the summary: ok, a lesson whose expected violation
+ * was seen (every check passed, those of the violations included), or failed. */
+typedef enum story_state { STATE_OK, STATE_EXPECTED_VIOLATION, STATE_FAIL } story_state_t;
+
+static story_state_t state_of(const report_scenario_t *s)
+{
+    if (checks_failed(s) > 0)
+        return STATE_FAIL;
+    return s->n_violations > 0 ? STATE_EXPECTED_VIOLATION : STATE_OK;
+}
+
+/* The row class, the word in the Result column, the badge. */
+static const char *state_class(story_state_t st)
+{
+    return st == STATE_FAIL ? "fail" : st == STATE_EXPECTED_VIOLATION ? "xv" : "ok";
+}
+
+static const char *state_word(story_state_t st)
+{
+    return st == STATE_FAIL ? "FAIL" : st == STATE_EXPECTED_VIOLATION ? "expected violation" : "ok";
+}
+
+/* "order_atomicity" or "a, b and c": the invariants a story expects to break, "" for none. */
+static void violations_text(const report_scenario_t *s, char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < s->n_violations && used < cap; i++) {
+        const char *sep = i == 0 ? "" : i + 1 == s->n_violations ? " and " : ", ";
+        int n = snprintf(out + used, cap - used, "%s%s", sep, s->violations[i] != NULL ? s->violations[i] : "?");
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
+/* The sentence a story with an expected violation gets under its title, "" for others. */
+static void violation_sentence(const report_scenario_t *s, char *out, size_t cap)
+{
+    char names[600];
+    violations_text(s, names, sizeof names);
+    if (state_of(s) != STATE_EXPECTED_VIOLATION)
+        snprintf(out, cap, "%s", "");
+    else
+        snprintf(out, cap, "This story is a lesson: it expects %s to break, and %s did; every check passed.", names,
+                 s->n_violations == 1 ? "it" : "they");
+}
+
 static const char *mode_of(const report_scenario_t *s)
 {
     return s->durable ? "durable" : "memory";
@@ -768,6 +962,30 @@ static void page_bases(const report_scenario_t *s, size_t n, page_base_t *bases)
 
 /* ---- Markdown ------------------------------------------------------------ */
 
+/* The colour of the band (a Mermaid rect) behind an entry, or NULL for
+ * none: each kind of box has the colour it has in the HTML page. */
+static const char *mermaid_band(const timeline_entry_t *e)
+{
+    switch (e->kind) {
+    case TL_RECOVERY: return e->error ? "rgb(255, 236, 214)" : "rgb(214, 240, 237)";
+    case TL_FIRED: return "rgb(255, 205, 210)";
+    case TL_TIMEOUT: return "rgb(255, 236, 179)";
+    case TL_RESTART:
+    case TL_RESUME: return "rgb(227, 242, 253)";
+    case TL_RELEASE: return "rgb(239, 235, 233)";
+    case TL_HEAL: return "rgb(232, 245, 233)";
+    case TL_FAULT: return "rgb(255, 228, 228)";
+    case TL_NOTE:
+    case TL_ARM: return NULL;
+    case TL_CALL:
+    case TL_REPLY:
+    case TL_COMPENSATION:
+    case TL_EVENT:
+    case TL_DEAD_LETTER:
+    default: return e->error ? "rgb(255, 228, 228)" : NULL;
+    }
+}
+
 static void md_diagram(text_t *t, const story_t *st)
 {
     text_puts(t, "```mermaid\nsequenceDiagram\n");
@@ -806,12 +1024,10 @@ static void md_diagram(text_t *t, const story_t *st)
         const char *ia = st->ids[part_index(st, a)], *ib = st->ids[part_index(st, b)];
         char label[256];
         display_label(e, label, sizeof label);
-        /* Red behind errors; teal behind recovery, so its notes stand apart from faults and steps. */
-        bool highlight = (e->error && e->kind != TL_NOTE) || e->kind == TL_RECOVERY;
-        if (highlight && e->kind == TL_RECOVERY)
-            text_puts(t, e->error ? "    rect rgb(255, 236, 214)\n" : "    rect rgb(214, 240, 237)\n");
-        else if (highlight)
-            text_puts(t, "    rect rgb(255, 228, 228)\n");
+        const char *band = mermaid_band(e);
+        bool highlight = band != NULL;
+        if (highlight)
+            text_printf(t, "    rect %s\n", band);
         text_puts(t, highlight ? "        " : "    ");
         switch (e->kind) {
         case TL_CALL:
@@ -820,7 +1036,14 @@ static void md_diagram(text_t *t, const story_t *st)
         case TL_EVENT: text_printf(t, "%s-)%s: ", ia, ib); break;
         default: text_printf(t, "Note over %s: ", ia); break;
         }
-        put_esc(t, label, ESC_MERMAID, MERMAID_LABEL);
+        line_span_t lines[MAX_LINES];
+        size_t n_lines = wrap_lines(label, MERMAID_LINE, lines, MAX_LINES);
+        for (size_t k = 0; k < n_lines; k++) {
+            char line[sizeof label];
+            line_text(label, &lines[k], line, sizeof line);
+            text_puts(t, k > 0 ? "<br/>" : "");
+            put_esc(t, line, ESC_MERMAID, 0);
+        }
         text_puts(t, "\n");
         if (highlight)
             text_puts(t, "    end\n");
@@ -868,14 +1091,29 @@ static void md_scenario(text_t *t, const report_scenario_t *s, const story_t *st
         text_puts(t, " / ");
     }
     put_esc(t, name_of(s), ESC_MD_TEXT, 0);
-    text_printf(t, "\n\n[All scenarios](index.md)\n\n**%s**: %zu of %zu checks passed.\n\n", failed ? "FAIL" : "PASS",
-                s->n_checks - failed, s->n_checks);
+    story_state_t state = state_of(s);
+    text_printf(t, "\n\n[All scenarios](index.md)\n\n**%s**: %zu of %zu check%s passed.\n\n",
+                state == STATE_FAIL ? "FAIL" : state == STATE_EXPECTED_VIOLATION ? "EXPECTED VIOLATION" : "PASS",
+                s->n_checks - failed, s->n_checks, s->n_checks == 1 ? "" : "s");
+    char lesson[800];
+    violation_sentence(s, lesson, sizeof lesson);
+    if (lesson[0] != '\0') {
+        put_esc(t, lesson, ESC_MD_TEXT, 0);
+        text_puts(t, "\n\n");
+    }
     if (s->about != NULL && s->about[0] != '\0') {
         put_esc(t, s->about, ESC_MD_TEXT, 0);
         text_puts(t, "\n\n");
     }
     text_printf(t, "| | |\n|---|---|\n| Seed | %llu |\n| Duration | %.2f s |\n| Mode | %s |\n", s->seed,
                 s->duration_s, mode_of(s));
+    if (s->n_violations > 0) {
+        char names[600];
+        violations_text(s, names, sizeof names);
+        text_puts(t, "| Expected violation | ");
+        put_esc(t, names, ESC_MD_CELL, 0);
+        text_puts(t, " |\n");
+    }
     char after[128];
     recovery_after(s, after, sizeof after);
     if (after[0] != '\0')
@@ -907,6 +1145,11 @@ static void md_scenario(text_t *t, const report_scenario_t *s, const story_t *st
     }
     md_recovery(t, s);
     text_puts(t, "\n## Sequence\n\n");
+    text_puts(t, "Rows are in the order things happened, by the clock of the service where they happened (the lab's "
+                 "for its own steps). A note says what it is by its first word: FAULT (the lab caused it), FIRED (a "
+                 "fault point fired in that service), TIMEOUT (the lab gave up on a call), ARM (a fault point "
+                 "enabled), RESTART, RESUME, RELEASE (a fault point disabled), HEAL (a link back to normal), "
+                 "RECOVERY, dead letter.\n\n");
     if (st->n_shown < st->n)
         text_printf(t, "Showing %zu of %zu entries: every fault, compensation, dead letter, recovery step and error, "
                        "the notes, then the first of the plain calls, replies and events.\n\n", st->n_shown, st->n);
@@ -923,32 +1166,66 @@ static void md_scenario(text_t *t, const report_scenario_t *s, const story_t *st
     }
 }
 
+/* The counts of a run, for both summaries. */
+typedef struct run_counts {
+    size_t ok, expected_violation, failed; /* stories by state       */
+    size_t checks, failed_checks;
+    double total_s;
+} run_counts_t;
+
+static run_counts_t count_run(const report_scenario_t *s, size_t n)
+{
+    run_counts_t c = {0};
+    for (size_t i = 0; i < n; i++) {
+        story_state_t st = state_of(&s[i]);
+        c.ok += st == STATE_OK;
+        c.expected_violation += st == STATE_EXPECTED_VIOLATION;
+        c.failed += st == STATE_FAIL;
+        c.failed_checks += checks_failed(&s[i]);
+        c.checks += s[i].n_checks;
+        c.total_s += s[i].duration_s;
+    }
+    return c;
+}
+
+/* The run in two sentences: "3 scenarios ran: 1 passed, 1 showed the violation it expects, and 1 failed.
+ * 40 of 41 checks passed in 2.0 s." */
+static void run_sentence(const run_counts_t *c, size_t n, char *out, size_t cap)
+{
+    char lessons[96] = "";
+    if (c->expected_violation > 0)
+        snprintf(lessons, sizeof lessons, " %zu showed the violation %s,", c->expected_violation,
+                 c->expected_violation == 1 ? "it expects" : "they expect");
+    if (n == 0)
+        snprintf(out, cap, "No scenario ran.");
+    else
+        snprintf(out, cap, "%zu scenario%s ran: %zu passed,%s and %zu failed. %zu of %zu check%s passed in %.1f s.", n,
+                 n == 1 ? "" : "s", c->ok, lessons, c->failed, c->checks - c->failed_checks, c->checks,
+                 c->checks == 1 ? "" : "s", c->total_s);
+}
+
 static void md_index(text_t *t, const report_scenario_t *s, size_t n, page_base_t *bases)
 {
-    size_t failed_sc = 0, checks = 0, failed_checks = 0;
-    double total_s = 0;
+    run_counts_t c = count_run(s, n);
+    char sentence[300];
+    run_sentence(&c, n, sentence, sizeof sentence);
+    text_printf(t, "# natomic lab report\n\n%s\n\n", sentence);
+    text_puts(t, "| Result | Group | Scenario | About | Expected violation | Checks | Duration | Mode | Seed |\n"
+                 "|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n; i++) {
         size_t f = checks_failed(&s[i]);
-        failed_sc += f > 0 ? 1 : 0;
-        failed_checks += f;
-        checks += s[i].n_checks;
-        total_s += s[i].duration_s;
-    }
-    text_printf(t, "# natomic lab report\n\n**%zu scenarios: %zu passed, %zu failed.** "
-                   "%zu of %zu checks passed in %.1f s.\n\n",
-                n, n - failed_sc, failed_sc, checks - failed_checks, checks, total_s);
-    text_puts(t, "| Result | Group | Scenario | About | Checks | Duration | Mode | Seed |\n"
-                 "|---|---|---|---|---|---|---|---|\n");
-    for (size_t i = 0; i < n; i++) {
-        size_t f = checks_failed(&s[i]);
-        char about[400];
+        story_state_t st = state_of(&s[i]);
+        char about[2048], names[600];
         first_sentence(s[i].about, about, sizeof about);
-        text_puts(t, f ? "| **FAIL** | " : "| ok | ");
+        violations_text(&s[i], names, sizeof names);
+        text_printf(t, st == STATE_OK ? "| %s | " : "| **%s** | ", state_word(st));
         put_esc(t, group_of(&s[i]), ESC_MD_CELL, 0);
         text_puts(t, " | [");
         put_esc(t, name_of(&s[i]), ESC_MD_CELL, 0);
         text_printf(t, "](%s.md) | ", bases[i]);
-        put_esc(t, about, ESC_MD_CELL, 160);
+        put_esc(t, about, ESC_MD_CELL, 0);
+        text_puts(t, " | ");
+        put_esc(t, names, ESC_MD_CELL, 0);
         char after[128];
         recovery_after(&s[i], after, sizeof after);
         text_printf(t, " | %zu passed, %zu failed | %.2f s | %s%s%s | %llu |\n", s[i].n_checks - f, f,
@@ -961,7 +1238,7 @@ static void md_index(text_t *t, const report_scenario_t *s, size_t n, page_base_
 /* Two pieces: ISO C promises string literals of 4095 bytes only. */
 static const char *const page_css[] = {
     ":root{--ink:#1f2933;--muted:#616e7c;--line:#d9e2ec;--ok:#1b7f3b;--okbg:#e6f4ea;--bad:#c62828;"
-    "--badbg:#fdecea;--comp:#d35400;--evt:#7b1fa2}\n"
+    "--badbg:#fdecea;--comp:#d35400;--evt:#7b1fa2;--xv:#8a4b00;--xvbg:#fff1db}\n"
     "*{box-sizing:border-box}\n"
     "body{margin:0;padding:20px 28px 40px;color:var(--ink);background:#fff;"
     "font:14px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif}\n"
@@ -975,7 +1252,7 @@ static const char *const page_css[] = {
     "h2{font-size:16px;margin:26px 0 8px;border-bottom:1px solid var(--line);padding-bottom:4px}\n"
     ".badge{display:inline-block;font-size:12px;font-weight:700;letter-spacing:.04em;padding:2px 8px;"
     "border-radius:10px;color:#fff;background:var(--ok)}\n"
-    ".badge.fail{background:var(--bad)}\n"
+    ".badge.fail{background:var(--bad)}.badge.xv{background:#c77700}\n"
     ".about{max-width:62em;white-space:pre-line;margin:6px 0 12px;font-size:15px}\n"
     ".meta{display:grid;grid-template-columns:max-content 1fr;gap:3px 16px;margin:0 0 8px}\n"
     ".meta dt{color:var(--muted)}.meta dd{margin:0}\n"
@@ -1000,9 +1277,12 @@ static const char *const page_css[] = {
     ".bx.fault{background:#d32f2f;border-color:#b71c1c}.bx.heal{background:#e8f5e9;border-color:#43a047}\n"
     ".bx.dead{background:#fff5f5;border:1px dashed #c62828}.bx.note{background:#eceff1;border-color:#b0bec5}\n"
     ".bx.recov{background:#d6f0ed;border:2px solid #00796b}\n"
-    ".seq{max-width:100%;width:max-content;max-height:85vh;overflow:auto;border:1px solid var(--line);"
-    "border-radius:6px}\n",
-    ".seq svg{display:block}\n"
+    ".bx.timeout{background:#ffe082;border-color:#ff8f00}.bx.arm{background:#fff;border:1px dotted #d32f2f}\n"
+    ".bx.restart{background:#e3f2fd;border-color:#1565c0}.bx.resume{background:#e3f2fd;border:1px dashed #1565c0}\n"
+    ".bx.release{background:#efebe9;border-color:#6d4c41}.bx.err{background:#ffebee;border-color:#c62828}\n"
+    ".legend svg.sw{display:inline-block;vertical-align:middle}\n"
+    ".seq{width:100%;max-height:85vh;overflow:auto;border:1px solid var(--line);border-radius:6px}\n",
+    ".seq svg{display:block;width:100%;height:auto}\n"
     ".seqhead{position:sticky;top:0;z-index:2}\n"
     "svg text{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono','Liberation Mono',"
     "monospace;font-size:12px}\n"
@@ -1024,16 +1304,28 @@ static const char *const page_css[] = {
     "svg .b-err rect{fill:#ffebee;stroke:#c62828}svg .b-err text{fill:#b71c1c;font-weight:700}\n"
     "svg .b-recov rect{fill:#d6f0ed;stroke:#00796b;stroke-width:2}svg .b-recov text{fill:#004d40;font-weight:600}\n"
     "svg .b-recov.bad rect{fill:#fff0e0;stroke:#e65100}svg .b-recov.bad text{fill:#bf360c}\n"
+    "svg .b-fired rect{fill:#fff;stroke:#d32f2f;stroke-width:2}svg .b-fired text{fill:#b71c1c;font-weight:700}\n"
+    "svg .burst{fill:#d32f2f;stroke:#fff;stroke-width:1}\n"
+    "svg .b-timeout rect{fill:#ffe082;stroke:#ff8f00;stroke-width:1.5}svg .b-timeout text{fill:#4e2c00;"
+    "font-weight:700}\n"
+    "svg .b-arm rect{fill:#fff;stroke:#d32f2f;stroke-dasharray:1 3}svg .b-arm text{fill:#b71c1c}\n"
+    "svg .b-restart rect{fill:#e3f2fd;stroke:#1565c0}svg .b-restart text{fill:#0d47a1;font-weight:600}\n"
+    "svg .b-resume rect{fill:#e3f2fd;stroke:#1565c0;stroke-dasharray:5 3}svg .b-resume text{fill:#0d47a1}\n"
+    "svg .b-release rect{fill:#efebe9;stroke:#6d4c41}svg .b-release text{fill:#3e2723}\n"
     "table.recovery td.when{text-align:right;color:var(--muted)}\n"
     "table.recovery tr.ended{background:#e8f5f3}table.recovery tr.ended td{font-weight:600}\n"
     "table.recovery tr.bad{background:var(--badbg)}\n"
-    ".recov-sum{max-width:62em;margin:4px 0 10px}\n"
+    ".recov-sum{max-width:62em;margin:4px 0 10px}.run-sum{max-width:62em;margin:4px 0 10px;font-size:15px}\n"
     "svg .gap text{fill:#7b8794;font-style:italic}\n"
     "table.index td.about{max-width:42em}\n"
     ".totals{display:flex;gap:12px;flex-wrap:wrap;margin:8px 0 18px}\n"
     ".tile{border:1px solid var(--line);border-radius:8px;padding:8px 16px;min-width:120px}\n"
     ".tile b{display:block;font-size:22px;line-height:1.2}\n"
-    ".tile.ok b{color:var(--ok)}.tile.fail b{color:var(--bad)}\n",
+    ".tile.ok b{color:var(--ok)}.tile.fail b{color:var(--bad)}.tile.xv b{color:var(--xv)}\n"
+    "tr.xv{background:var(--xvbg)}tr.xv td.res{color:var(--xv);font-weight:700}\n"
+    "td.xv{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace;font-size:12.5px}\n"
+    ".xv-sum{max-width:62em;margin:4px 0 10px;padding:6px 10px;border-left:4px solid #c77700;"
+    "background:var(--xvbg)}\n",
 };
 
 static void html_head(text_t *t, const char *title_a, const char *title_b)
@@ -1059,6 +1351,9 @@ static size_t fit_chars(double room, double char_w)
     return n < 4 ? 4 : (size_t)n;
 }
 
+static void svg_text(text_t *t, const char *cls, double x, double y, const char *anchor, const char *s,
+                     size_t max_chars);
+
 /* The lifelines' x and the drawing's width, from the labels it carries. */
 typedef struct geometry {
     double x[MAX_PARTS];
@@ -1077,6 +1372,41 @@ static double note_left(double x, double w)
 {
     double left = x - w / 2;
     return left < TIME_W + 6 ? TIME_W + 6 : left;
+}
+
+static double row_h(size_t lines)
+{
+    return ROW_H + (double)(lines > 0 ? lines - 1 : 0) * LINE_H;
+}
+
+/* How the label of a drawn entry wraps in the room it has once the
+ * lifelines are placed: its lines into lines[MAX_LINES]; returns their number. */
+static size_t entry_wrap(const story_t *st, const geometry_t *g, const timeline_entry_t *e, const char *label,
+                         line_span_t *lines)
+{
+    const char *a, *b;
+    entry_ends(e, &a, &b);
+    int ia = part_index(st, a), ib = part_index(st, b);
+    assert(ia >= 0 && ib >= 0); /* story_select draws nothing else */
+    double room;
+    if (!is_arrow(e->kind))
+        room = note_width(label) - 18;
+    else if (ia == ib)
+        room = ((size_t)ia + 1 < st->n_parts ? g->x[ia + 1] : g->width) - g->x[ia] - LOOP_W - 18;
+    else
+        room = (g->x[ia] < g->x[ib] ? g->x[ib] - g->x[ia] : g->x[ia] - g->x[ib]) - 20;
+    return wrap_lines(label, fit_chars(room, CHAR_W), lines, MAX_LINES);
+}
+
+/* Each line of a wrapped label as a <text>, the first at y, the next LINE_H lower. */
+static void svg_lines(text_t *t, const char *cls, double x, double y, const char *anchor, const char *label,
+                      const line_span_t *lines, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        char line[256];
+        line_text(label, &lines[k], line, sizeof line);
+        svg_text(t, cls, x, y + (double)k * LINE_H, anchor, line, 0);
+    }
 }
 
 static void layout(const story_t *st, geometry_t *g)
@@ -1186,6 +1516,15 @@ static void layout(const story_t *st, geometry_t *g)
         g->height += ROW_H;
     g->height += 12;
     g->width = right;
+    /* The width is known: now the lines each label wraps onto, and the rows they need. */
+    for (size_t i = 0; i < st->n; i++) {
+        if (!st->shown[i])
+            continue;
+        char label[256];
+        line_span_t lines[MAX_LINES];
+        display_label(&st->items[i], label, sizeof label);
+        g->height += row_h(entry_wrap(st, g, &st->items[i], label, lines)) - ROW_H;
+    }
 }
 
 static void svg_text(text_t *t, const char *cls, double x, double y, const char *anchor, const char *s,
@@ -1199,8 +1538,8 @@ static void svg_text(text_t *t, const char *cls, double x, double y, const char 
 static void svg_header(text_t *t, const story_t *st, const geometry_t *g)
 {
     text_printf(t, "<div class=\"seqhead\"><svg width=\"%.0f\" height=\"%.0f\" "
-                   "viewBox=\"0 0 %.0f %.0f\" role=\"img\" aria-label=\"participants\">",
-                g->width, HEAD_H, g->width, HEAD_H);
+                   "viewBox=\"0 0 %.0f %.0f\" style=\"min-width:%.0fpx\" role=\"img\" aria-label=\"participants\">",
+                g->width, HEAD_H, g->width, HEAD_H, g->width * MIN_SCALE);
     text_printf(t, "<rect width=\"%.0f\" height=\"%.0f\" fill=\"#fff\"/>", g->width, HEAD_H);
     text_printf(t, "<line x1=\"0\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#d9e2ec\"/>", HEAD_H - 0.5, g->width,
                 HEAD_H - 0.5);
@@ -1250,13 +1589,52 @@ static void svg_defs(text_t *t)
     text_puts(t, "</defs>");
 }
 
-static void svg_row(text_t *t, const story_t *st, const geometry_t *g, const timeline_entry_t *e, double top)
+/* The class of a box, which gives it its colour (page_css). */
+static const char *box_class(const timeline_entry_t *e)
+{
+    switch (e->kind) {
+    case TL_FAULT: return "b-fault";
+    case TL_FIRED: return "b-fired";
+    case TL_TIMEOUT: return "b-timeout";
+    case TL_ARM: return "b-arm";
+    case TL_RESTART: return "b-restart";
+    case TL_RESUME: return "b-resume";
+    case TL_RELEASE: return "b-release";
+    case TL_HEAL: return "b-heal";
+    case TL_DEAD_LETTER: return "b-dead";
+    case TL_RECOVERY: return e->error ? "b-recov bad" : "b-recov";
+    case TL_NOTE:
+    case TL_CALL:
+    case TL_REPLY:
+    case TL_COMPENSATION:
+    case TL_EVENT:
+    default: return e->error ? "b-err" : "b-note";
+    }
+}
+
+/* The mark of a fired fault: an eight-pointed burst centred at (x, y). */
+static void svg_burst(text_t *t, double x, double y)
+{
+    static const double pts[16][2] = {{0, -9},   {2.3, -5.5}, {6.4, -6.4}, {5.5, -2.3}, {9, 0},    {5.5, 2.3},
+                                      {6.4, 6.4}, {2.3, 5.5},  {0, 9},     {-2.3, 5.5}, {-6.4, 6.4}, {-5.5, 2.3},
+                                      {-9, 0},   {-5.5, -2.3}, {-6.4, -6.4}, {-2.3, -5.5}};
+    text_puts(t, "<polygon class=\"burst\" points=\"");
+    for (size_t k = 0; k < 16; k++)
+        text_printf(t, "%s%.1f,%.1f", k > 0 ? " " : "", x + pts[k][0], y + pts[k][1]);
+    text_puts(t, "\"/>");
+}
+
+/* Draws one entry as a row whose top is at `top`; returns the row's height. */
+static double svg_row(text_t *t, const story_t *st, const geometry_t *g, const timeline_entry_t *e, double top)
 {
     const char *a, *b;
     entry_ends(e, &a, &b);
     int ia = part_index(st, a), ib = part_index(st, b);
     char label[256];
     display_label(e, label, sizeof label);
+    line_span_t lines[MAX_LINES];
+    size_t n_lines = entry_wrap(st, g, e, label, lines);
+    double h = row_h(n_lines), more = h - ROW_H;
     char when[32];
     snprintf(when, sizeof when, "%.1f", (double)e->t_us / 1000.0);
 
@@ -1275,35 +1653,31 @@ static void svg_row(text_t *t, const story_t *st, const geometry_t *g, const tim
     if (is_arrow(e->kind)) {
         const char *cls = e->error ? "err" : e->kind == TL_COMPENSATION ? "comp" : e->kind == TL_EVENT ? "evt" : "call";
         const char *dash = e->kind == TL_REPLY ? " dash" : "";
-        double xa = g->x[ia], xb = g->x[ib], y = top + 22;
+        double xa = g->x[ia], xb = g->x[ib], y = top + 22 + more; /* the label's lines above the arrow */
         char lcls[32];
         snprintf(lcls, sizeof lcls, "al %s", cls);
         if (ia == ib) {
             text_printf(t, "<path class=\"loop %s%s\" d=\"M%.1f,%.1f H%.1f V%.1f H%.1f\" "
                            "marker-end=\"url(#ah-%s)\"/>",
                         cls, dash, xa, top + 9, xa + LOOP_W, top + 25, xa + 2, cls);
-            double room = (size_t)ia + 1 < st->n_parts ? g->x[ia + 1] - xa : g->width - xa;
-            svg_text(t, lcls, xa + LOOP_W + 8, top + 20, "start", label, fit_chars(room - LOOP_W - 18, CHAR_W));
+            svg_lines(t, lcls, xa + LOOP_W + 8, top + 20, "start", label, lines, n_lines);
         } else {
             text_printf(t, "<line class=\"%s%s\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
                            "marker-end=\"url(#ah-%s)\"/>",
                         cls, dash, xa, y, xb, y, cls);
-            double span = xa < xb ? xb - xa : xa - xb;
-            svg_text(t, lcls, (xa + xb) / 2, top + 16, "middle", label, fit_chars(span - 20, CHAR_W));
+            svg_lines(t, lcls, (xa + xb) / 2, top + 16, "middle", label, lines, n_lines);
         }
     } else {
-        const char *cls = e->kind == TL_FAULT ? (e->error ? "b-fault" : "b-heal")
-                          : e->kind == TL_DEAD_LETTER ? "b-dead"
-                          : e->kind == TL_RECOVERY ? (e->error ? "b-recov bad" : "b-recov")
-                          : e->error ? "b-err"
-                                     : "b-note";
         double w = note_width(label), left = note_left(g->x[ia], w);
-        text_printf(t, "<g class=\"%s\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" rx=\"4\"/>", cls,
-                    left, top + 4, w, ROW_H - 8);
-        svg_text(t, "", left + w / 2, top + 19, "middle", label, fit_chars(w - 18, CHAR_W));
+        text_printf(t, "<g class=\"%s\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" rx=\"4\"/>",
+                    box_class(e), left, top + 4, w, h - 8);
+        svg_lines(t, "", left + w / 2, top + 19, "middle", label, lines, n_lines);
+        if (e->kind == TL_FIRED)
+            svg_burst(t, left, top + h / 2);
         text_puts(t, "</g>");
     }
     text_puts(t, "</g>\n");
+    return h;
 }
 
 static void svg_gap(text_t *t, const geometry_t *g, size_t skipped, double top)
@@ -1320,23 +1694,52 @@ static void svg_gap(text_t *t, const geometry_t *g, size_t skipped, double top)
     text_puts(t, " &#8230;</text></g>\n");
 }
 
+/* What each line and box means; the same words as the labels' prefixes. */
+static void html_legend(text_t *t)
+{
+    static const struct {
+        const char *swatch, *what;
+    } items[] = {
+        {"ln", "call"},
+        {"ln reply", "reply"},
+        {"ln err", "error"},
+        {"ln comp", "compensation (undo)"},
+        {"ln evt", "event"},
+        {"bx fault", "FAULT the lab caused (kill, pause, cut)"},
+        {NULL, "FIRED: a fault point fired in the service"},
+        {"bx timeout", "TIMEOUT: the lab gave up on a call"},
+        {"bx arm", "ARM: a fault point enabled"},
+        {"bx restart", "RESTART"},
+        {"bx resume", "RESUME (after a pause)"},
+        {"bx release", "RELEASE: a fault point disabled"},
+        {"bx heal", "HEAL: a link back to normal"},
+        {"bx dead", "dead letter"},
+        {"bx recov", "recovery"},
+        {"bx note", "note"},
+        {"bx err", "failed check"},
+    };
+    text_puts(t, "<div class=\"legend\">");
+    for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
+        if (items[i].swatch != NULL) {
+            text_printf(t, "<span><i class=\"%s\"></i>", items[i].swatch);
+        } else {
+            text_puts(t, "<span><svg class=\"sw\" width=\"34\" height=\"20\" viewBox=\"0 0 34 20\" "
+                         "aria-hidden=\"true\"><g class=\"b-fired\"><rect x=\"10\" y=\"3\" width=\"22\" height=\"14\" "
+                         "rx=\"3\"/>");
+            svg_burst(t, 10, 10);
+            text_puts(t, "</g></svg>");
+        }
+        text_printf(t, "%s</span>", items[i].what);
+    }
+    text_puts(t, "<span>long labels wrap: nothing is cut</span></div>\n");
+}
+
 static void html_sequence(text_t *t, const story_t *st)
 {
     geometry_t g;
     memset(&g, 0, sizeof g);
     layout(st, &g);
-    text_puts(t, "<div class=\"legend\">"
-                 "<span><i class=\"ln\"></i>call</span>"
-                 "<span><i class=\"ln reply\"></i>reply</span>"
-                 "<span><i class=\"ln err\"></i>error</span>"
-                 "<span><i class=\"ln comp\"></i>compensation (undo)</span>"
-                 "<span><i class=\"ln evt\"></i>event</span>"
-                 "<span><i class=\"bx fault\"></i>fault</span>"
-                 "<span><i class=\"bx heal\"></i>heal</span>"
-                 "<span><i class=\"bx dead\"></i>dead letter</span>"
-                 "<span><i class=\"bx recov\"></i>recovery</span>"
-                 "<span><i class=\"bx note\"></i>note</span>"
-                 "<span>hover a row for its full text</span></div>\n");
+    html_legend(t);
     if (st->n_shown < st->n || st->dropped > 0) {
         text_printf(t, "<p class=\"note\">Showing %zu of %zu entries", st->n_shown, st->n + st->dropped);
         if (st->n_shown < st->n)
@@ -1346,11 +1749,13 @@ static void html_sequence(text_t *t, const story_t *st)
             text_printf(t, "; %zu were not recorded (the timeline was full)", st->dropped);
         text_puts(t, ".</p>\n");
     }
-    text_puts(t, "<div class=\"seq\">");
+    /* As wide as the page up to the drawing's own width; the drawing scales
+     * down with it to MIN_SCALE, then the frame scrolls sideways. */
+    text_printf(t, "<div class=\"seq\" style=\"max-width:min(100%%,%.0fpx)\">", g.width + 2);
     svg_header(t, st, &g);
-    text_printf(t, "<svg width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+    text_printf(t, "<svg width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" style=\"min-width:%.0fpx\" "
                    "role=\"img\" aria-label=\"sequence diagram\">",
-                g.width, g.height, g.width, g.height);
+                g.width, g.height, g.width, g.height, g.width * MIN_SCALE);
     svg_defs(t);
     /* Stripes first, then lifelines, then the rows on top. */
     double top = 8;
@@ -1365,10 +1770,14 @@ static void html_sequence(text_t *t, const story_t *st)
         skipped = 0;
         if (i == st->n)
             break;
+        char label[256];
+        line_span_t lines[MAX_LINES];
+        display_label(&st->items[i], label, sizeof label);
+        double h = row_h(entry_wrap(st, &g, &st->items[i], label, lines));
         if (row++ % 2 == 1)
             text_printf(t, "<rect x=\"0\" y=\"%.1f\" width=\"%.0f\" height=\"%.0f\" fill=\"#f5f7fa\"/>", top, g.width,
-                        ROW_H);
-        top += ROW_H;
+                        h);
+        top += h;
     }
     text_printf(t, "\n<line x1=\"%.1f\" y1=\"0\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#d9e2ec\"/>", TIME_W, TIME_W,
                 g.height);
@@ -1393,8 +1802,7 @@ static void html_sequence(text_t *t, const story_t *st)
         skipped = 0;
         if (i == st->n)
             break;
-        svg_row(t, st, &g, &st->items[i], top);
-        top += ROW_H;
+        top += svg_row(t, st, &g, &st->items[i], top);
     }
     text_puts(t, "</svg></div>\n");
 }
@@ -1449,9 +1857,12 @@ static void html_scenario(text_t *t, const report_scenario_t *all, size_t n, siz
     size_t failed = checks_failed(s);
     char title[300];
     snprintf(title, sizeof title, "%s%s%s", group_of(s), group_of(s)[0] ? "/" : "", name_of(s));
+    story_state_t state = state_of(s);
     html_head(t, failed ? "FAIL " : "", title);
     html_nav(t, bases, n, i);
-    text_printf(t, "<h1><span class=\"badge%s\">%s</span><span>", failed ? " fail" : "", failed ? "FAIL" : "PASS");
+    text_printf(t, "<h1><span class=\"badge%s\">%s</span><span>",
+                state == STATE_FAIL ? " fail" : state == STATE_EXPECTED_VIOLATION ? " xv" : "",
+                state == STATE_FAIL ? "FAIL" : state == STATE_EXPECTED_VIOLATION ? "EXPECTED VIOLATION" : "PASS");
     if (group_of(s)[0] != '\0') {
         text_puts(t, "<span class=\"grp\">");
         put_esc(t, group_of(s), ESC_HTML, 0);
@@ -1459,6 +1870,13 @@ static void html_scenario(text_t *t, const report_scenario_t *all, size_t n, siz
     }
     put_esc(t, name_of(s), ESC_HTML, 0);
     text_puts(t, "</span></h1>\n");
+    char lesson[800];
+    violation_sentence(s, lesson, sizeof lesson);
+    if (lesson[0] != '\0') {
+        text_puts(t, "<p class=\"xv-sum\">");
+        put_esc(t, lesson, ESC_HTML, 0);
+        text_puts(t, "</p>\n");
+    }
     if (s->about != NULL && s->about[0] != '\0') {
         text_puts(t, "<p class=\"about\">");
         put_esc(t, s->about, ESC_HTML, 0);
@@ -1467,6 +1885,13 @@ static void html_scenario(text_t *t, const report_scenario_t *all, size_t n, siz
     text_printf(t, "<dl class=\"meta\"><dt>Checks</dt><dd>%zu passed, %zu failed</dd>"
                    "<dt>Seed</dt><dd><code>%llu</code></dd><dt>Duration</dt><dd>%.2f s</dd><dt>Mode</dt><dd>%s</dd>",
                 s->n_checks - failed, failed, s->seed, s->duration_s, mode_of(s));
+    if (s->n_violations > 0) {
+        char names[600];
+        violations_text(s, names, sizeof names);
+        text_puts(t, "<dt>Expected violation</dt><dd><code>");
+        put_esc(t, names, ESC_HTML, 0);
+        text_puts(t, "</code></dd>");
+    }
     char after[128];
     recovery_after(s, after, sizeof after);
     if (after[0] != '\0') {
@@ -1513,37 +1938,40 @@ static void html_scenario(text_t *t, const report_scenario_t *all, size_t n, siz
 
 static void html_index(text_t *t, const report_scenario_t *s, size_t n, page_base_t *bases)
 {
-    size_t failed_sc = 0, checks = 0, failed_checks = 0;
-    double total_s = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t f = checks_failed(&s[i]);
-        failed_sc += f > 0 ? 1 : 0;
-        failed_checks += f;
-        checks += s[i].n_checks;
-        total_s += s[i].duration_s;
-    }
-    html_head(t, failed_sc ? "FAIL " : "", "natomic lab report");
-    text_printf(t, "<h1><span class=\"badge%s\">%s</span>natomic lab report</h1>\n", failed_sc ? " fail" : "",
-                failed_sc ? "FAIL" : "PASS");
+    run_counts_t c = count_run(s, n);
+    char sentence[300];
+    run_sentence(&c, n, sentence, sizeof sentence);
+    html_head(t, c.failed ? "FAIL " : "", "natomic lab report");
+    text_printf(t, "<h1><span class=\"badge%s\">%s</span>natomic lab report</h1>\n", c.failed ? " fail" : "",
+                c.failed ? "FAIL" : "PASS");
+    text_puts(t, "<p class=\"run-sum\">");
+    put_esc(t, sentence, ESC_HTML, 0);
+    text_puts(t, "</p>\n");
     text_printf(t, "<div class=\"totals\"><div class=\"tile\"><b>%zu</b>scenarios</div>"
                    "<div class=\"tile ok\"><b>%zu</b>passed</div>"
+                   "<div class=\"tile xv\"><b>%zu</b>expected violation</div>"
                    "<div class=\"tile%s\"><b>%zu</b>failed</div>"
                    "<div class=\"tile\"><b>%zu / %zu</b>checks passed</div>"
                    "<div class=\"tile\"><b>%.1f s</b>total</div></div>\n",
-                n, n - failed_sc, failed_sc ? " fail" : "", failed_sc, checks - failed_checks, checks, total_s);
+                n, c.ok, c.expected_violation, c.failed ? " fail" : "", c.failed, c.checks - c.failed_checks, c.checks,
+                c.total_s);
     text_puts(t, "<table class=\"index\"><thead><tr><th>Result</th><th>Group</th><th>Scenario</th>"
-                 "<th>What it shows</th><th>Checks</th><th>Duration</th><th>Mode</th><th>Seed</th></tr></thead>"
-                 "<tbody>\n");
+                 "<th>What it shows</th><th>Expected violation</th><th>Checks</th><th>Duration</th><th>Mode</th>"
+                 "<th>Seed</th></tr></thead><tbody>\n");
     for (size_t i = 0; i < n; i++) {
         size_t f = checks_failed(&s[i]);
-        char about[400];
+        story_state_t st = state_of(&s[i]);
+        char about[2048], names[600];
         first_sentence(s[i].about, about, sizeof about);
-        text_printf(t, "<tr class=\"%s\"><td class=\"res\">%s</td><td>", f ? "fail" : "ok", f ? "FAIL" : "ok");
+        violations_text(&s[i], names, sizeof names);
+        text_printf(t, "<tr class=\"%s\"><td class=\"res\">%s</td><td>", state_class(st), state_word(st));
         put_esc(t, group_of(&s[i]), ESC_HTML, 0);
         text_printf(t, "</td><td><a href=\"%s.html\">", bases[i]);
         put_esc(t, name_of(&s[i]), ESC_HTML, 0);
         text_puts(t, "</a></td><td class=\"about\">");
-        put_esc(t, about, ESC_HTML, 160);
+        put_esc(t, about, ESC_HTML, 0);
+        text_puts(t, "</td><td class=\"xv\">");
+        put_esc(t, names, ESC_HTML, 0);
         text_printf(t, "</td><td>%zu passed", s[i].n_checks - f);
         if (f)
             text_printf(t, ", <b>%zu failed</b>", f);
@@ -1558,7 +1986,7 @@ static void html_index(text_t *t, const report_scenario_t *s, size_t n, page_bas
         text_printf(t, "</td><td><code>%llu</code></td></tr>\n", s[i].seed);
     }
     if (n == 0)
-        text_puts(t, "<tr><td colspan=\"8\">No scenario ran.</td></tr>\n");
+        text_puts(t, "<tr><td colspan=\"9\">No scenario ran.</td></tr>\n");
     text_puts(t, "</tbody></table>\n</body>\n</html>\n");
 }
 

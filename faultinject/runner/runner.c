@@ -6,10 +6,14 @@
  *      after the seed data the file's faults are applied through
  *      $NATOMIC.FAULTS.<service> (probabilities drawn from the run's seed);
  *   2. the "tap" records every call, reply, event, compensation (a call
- *      carrying Natomic-Phase: rollback), dead letter and, in durable mode,
- *      recovery step into the timeline: the services copy calls and replies
- *      to natomic.trace.> (NATOMIC_TRACE); events, dead letters and
- *      natomic.recovery.> are read where they are published. A durable
+ *      carrying Natomic-Phase: rollback), dead letter, fault point that
+ *      fired and, in durable mode, recovery step into the timeline, each at
+ *      the time its source stamped on it (the services' clocks): the
+ *      services copy calls and replies to natomic.trace.{call,reply}.>
+ *      (NATOMIC_TRACE) and publish fault records on natomic.trace.fault.>;
+ *      events, dead letters and natomic.recovery.> are read where they are
+ *      published. The lab's own steps, and the moment it gives up on a call
+ *      (its timeout), are stamped by its clock. A durable
  *      story counts events by distinct Natomic-Event-Id (what the stream
  *      keeps), a memory story every delivery. The tap also keeps what it
  *      saw for the checks: each call (callee, transaction, phase, the
@@ -80,7 +84,9 @@
 
 #define MAX_METHODS 64
 #define CHECK_POLL_MS 100
-#define N_TAPS 4
+#define N_TAPS 5                 /* calls and replies, fault records, events, dead letters, recovery */
+#define TAP_PENDING_MSGS (1 << 20)  /* what one tap subscription may hold unread...       */
+#define TAP_PENDING_BYTES (1 << 30) /* ...instead of nats.c's 65536 messages              */
 #define MAX_RESTARTS 64          /* restarts remembered for the recovery time        */
 #define MAX_RECOVERY_EVENTS 2000 /* recovery events kept for the report              */
 #define MAX_OBSERVED 200000      /* calls and events kept for the checks             */
@@ -202,7 +208,7 @@ typedef struct run {
     supervisor_t sv;
     bool sv_up;
     timeline_t tl;
-    natsSubscription *tap[N_TAPS];   /* traces, events, dead letters, recovery      */
+    natsSubscription *tap[N_TAPS];   /* traces, fault records, events, dead letters, recovery */
     method_types_t methods[MAX_METHODS];
     int n_methods;
     pthread_mutex_t mu;               /* everything the tap writes below            */
@@ -322,10 +328,22 @@ static json_t *payload_json(const ProtobufCMessageDescriptor *d, natsMsg *m)
     return j;
 }
 
-/* "prefix {...json...}" for the diagram. */
+/* "prefix {...json...}" for the diagram. A long payload is cut, but never its
+ * key fields: "status" and "outcome" (what a reply decides) come first. */
 static void payload_label(char *out, size_t cap, const char *prefix, const json_t *j)
 {
-    char *text = json_compact(j, 110);
+    static const char *const keys[] = {"status", "outcome"};
+    json_t *ordered = json_is_object(j) ? json_object() : NULL;
+    if (ordered != NULL) {
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            if (json_object_get(j, keys[i]) != NULL)
+                json_object_set(ordered, keys[i], json_object_get(j, keys[i]));
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)j, k, v) if (json_object_get(ordered, k) == NULL) json_object_set(ordered, k, v);
+    }
+    char *text = json_compact(ordered != NULL ? ordered : j, 110);
+    json_decref(ordered);
     snprintf(out, cap, "%s%s%s", prefix, text != NULL ? " " : "", text != NULL ? text : "");
     free(text);
 }
@@ -341,6 +359,7 @@ static void tap_call(run_t *r, const char *subject, natsMsg *m)
     const method_types_t *mt = find_method(r, subject);
     json_t *request = payload_json(mt != NULL ? mt->request : NULL, m);
     payload_label(label, sizeof label, method, request);
+    int64_t at_ns = hdr_time_ns(m);
     pthread_mutex_lock(&r->mu);
     if (compensation)
         count_key(r->compensation_counts, subject);
@@ -361,15 +380,15 @@ static void tap_call(run_t *r, const char *subject, natsMsg *m)
         snprintf(c->tx, sizeof c->tx, "%s", tx != NULL ? tx : "");
         snprintf(c->inbox, sizeof c->inbox, "%s", inbox != NULL ? inbox : "");
         c->compensation = compensation;
-        c->time_ns = hdr_time_ns(m);
+        c->time_ns = at_ns;
         c->request = request;
         c->reply_desc = mt != NULL ? mt->reply : NULL;
         request = NULL;
     }
     pthread_mutex_unlock(&r->mu);
     json_decref(request);
-    timeline_add(&r->tl, compensation ? TL_COMPENSATION : TL_CALL, caller != NULL ? caller : "lab", svc, false,
-                 "%s", label);
+    timeline_add_at(&r->tl, at_ns, compensation ? TL_COMPENSATION : TL_CALL, caller != NULL ? caller : "lab", svc,
+                    false, "%s", label);
 }
 
 /* Pairs a reply with the earliest unanswered call made from its inbox (a redelivered call shares it). */
@@ -402,8 +421,8 @@ static void tap_reply(run_t *r, natsMsg *m)
     bool again = replayed != NULL && strcmp(replayed, "true") == 0;
     if (code != NULL) {
         const char *rb = hdr(m, NATOMIC_HDR_ROLLBACK);
-        timeline_add(&r->tl, TL_REPLY, callee, caller, true, "%s %s (rollback %s%s)", code, type ? type : "?",
-                     rb ? rb : "none", again ? ", replayed" : "");
+        timeline_add_at(&r->tl, hdr_time_ns(m), TL_REPLY, callee, caller, true, "%s %s (rollback %s%s)", code,
+                        type ? type : "?", rb ? rb : "none", again ? ", replayed" : "");
         return;
     }
     json_t *reply = payload_json(reply_desc, m);
@@ -425,7 +444,7 @@ static void tap_reply(run_t *r, natsMsg *m)
     char label[200];
     payload_label(label, sizeof label, again ? "ok (replayed)" : "ok", reply);
     json_decref(reply);
-    timeline_add(&r->tl, TL_REPLY, callee, caller, false, "%s", label);
+    timeline_add_at(&r->tl, hdr_time_ns(m), TL_REPLY, callee, caller, false, "%s", label);
 }
 
 /* The message type of an event: "orders" and "order_created" -> orders.OrderCreated. */
@@ -461,6 +480,7 @@ static void tap_event(run_t *r, const char *subject, natsMsg *m)
     snprintf(key, sizeof key, "%s.%s", svc, type);
     const char *id = hdr(m, NATOMIC_HDR_EVENT_ID), *tx = hdr(m, NATOMIC_HDR_TX);
     json_t *payload = payload_json(event_type(svc, type), m);
+    int64_t at_ns = hdr_time_ns(m);
     bool again = false;
     pthread_mutex_lock(&r->mu);
     if (r->sc->durable && id != NULL && *id != '\0') {
@@ -494,16 +514,17 @@ static void tap_event(run_t *r, const char *subject, natsMsg *m)
         snprintf(e->service, sizeof e->service, "%s", svc);
         snprintf(e->type, sizeof e->type, "%s", type);
         snprintf(e->tx, sizeof e->tx, "%s", tx != NULL ? tx : "");
-        e->time_ns = hdr_time_ns(m);
+        e->time_ns = at_ns;
         e->payload = payload;
         payload = NULL;
     }
     pthread_mutex_unlock(&r->mu);
     json_decref(payload);
     if (again)
-        timeline_add(&r->tl, TL_EVENT, svc, "events", false, "%s again (same event id: the stream keeps one)", type);
+        timeline_add_at(&r->tl, at_ns, TL_EVENT, svc, "events", false, "%s again (same event id: the stream keeps one)",
+                        type);
     else
-        timeline_add(&r->tl, TL_EVENT, svc, "events", false, "%s", type);
+        timeline_add_at(&r->tl, at_ns, TL_EVENT, svc, "events", false, "%s", type);
 }
 
 /*
@@ -533,7 +554,7 @@ static void tap_recovery(run_t *r, natsMsg *m)
                (strcmp(event, "compensated") == 0 && ends_with(detail, ": dead-lettered"));
     report_recovery_t rec;
     memset(&rec, 0, sizeof rec);
-    rec.t_us = timeline_elapsed_us(&r->tl);
+    rec.t_us = timeline_us_at(&r->tl, at_ns);
     snprintf(rec.event, sizeof rec.event, "%s", event);
     snprintf(rec.service, sizeof rec.service, "%s", service);
     snprintf(rec.instance, sizeof rec.instance, "%s", json_text(doc, "instance"));
@@ -546,8 +567,14 @@ static void tap_recovery(run_t *r, natsMsg *m)
     if (r->n_recovery < MAX_RECOVERY_EVENTS) {
         report_recovery_t *grown = realloc(r->recovery, (r->n_recovery + 1) * sizeof *grown);
         if (grown != NULL) {
+            /* In the order the steps happened (the services' clocks), as the timeline. */
+            size_t at = r->n_recovery;
+            while (at > 0 && grown[at - 1].t_us > rec.t_us)
+                at--;
+            memmove(&grown[at + 1], &grown[at], (r->n_recovery - at) * sizeof *grown);
+            grown[at] = rec;
             r->recovery = grown;
-            r->recovery[r->n_recovery++] = rec;
+            r->n_recovery++;
         }
     }
     if (recovered)
@@ -564,8 +591,8 @@ static void tap_recovery(run_t *r, natsMsg *m)
         }
     }
     pthread_mutex_unlock(&r->mu);
-    timeline_add(&r->tl, TL_RECOVERY, rec.service, rec.service, bad, "%s %s %.8s: %s", rec.instance, rec.event,
-                 rec.call_id, rec.detail);
+    timeline_add_at(&r->tl, at_ns, TL_RECOVERY, rec.service, rec.service, bad, "%s %s %.8s: %s", rec.instance,
+                    rec.event, rec.call_id, rec.detail);
 }
 
 /* A dead letter: counted, its document kept for expect.dead_letters, drawn. */
@@ -573,8 +600,10 @@ static void tap_dead_letter(run_t *r, const char *svc, natsMsg *m)
 {
     json_t *doc = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
     json_t *list = json_object_get(doc, "list"), *cmd = json_object_get(doc, "command");
-    timeline_add(&r->tl, TL_DEAD_LETTER, svc, svc, true, "%s command '%s' given up",
-                 json_is_string(list) ? json_string_value(list) : "?", json_is_string(cmd) ? json_string_value(cmd) : "?");
+    json_t *t = json_object_get(doc, "time_ns");
+    timeline_add_at(&r->tl, json_is_integer(t) ? (int64_t)json_integer_value(t) : 0, TL_DEAD_LETTER, svc, svc, true,
+                    "%s command '%s' given up", json_is_string(list) ? json_string_value(list) : "?",
+                    json_is_string(cmd) ? json_string_value(cmd) : "?");
     pthread_mutex_lock(&r->mu);
     r->dead_letters++;
     json_array_append_new(r->dead_letter_docs, doc != NULL ? doc : json_object());
@@ -582,11 +611,55 @@ static void tap_dead_letter(run_t *r, const char *svc, natsMsg *m)
 }
 
 /*
+ * A fault point record, on natomic.trace.fault.<service>.<instance> (see
+ * docs/fault-points.md, "The trace"): {"service", "instance", "point",
+ * "occurrence", "time_ns", "fired", "delay_ms"?, ...}. One that fired is
+ * drawn on the service's lifeline at the moment it fired, which is before
+ * its action: before the error is returned, the message dropped, the
+ * thread paused -- a crash's record is the last thing its process did.
+ * With NATOMIC_FAULT_TRACE=1 every hit is published; hits that did not
+ * fire are not drawn, and are skipped before any parsing (most of a traced
+ * run's records are those).
+ */
+static void tap_fault(run_t *r, natsMsg *m)
+{
+    const char *data = natsMsg_GetData(m);
+    size_t len = (size_t)natsMsg_GetDataLength(m);
+    static const char not_fired[] = "\"fired\":null";
+    if (data == NULL || memmem(data, len, not_fired, sizeof not_fired - 1) != NULL)
+        return;
+    json_t *doc = json_loadb(data, len, 0, NULL);
+    const char *fired = json_text(doc, "fired"), *service = json_text(doc, "service");
+    if (*fired == '\0' || *service == '\0') {
+        json_decref(doc);
+        return;
+    }
+    json_t *t = json_object_get(doc, "time_ns"), *hit = json_object_get(doc, "occurrence");
+    json_t *delay = json_object_get(doc, "delay_ms");
+    char action[48], nth[48] = "";
+    if (json_is_integer(delay))
+        snprintf(action, sizeof action, "%s %lld ms", fired, (long long)json_integer_value(delay));
+    else
+        snprintf(action, sizeof action, "%s", fired);
+    if (json_is_integer(hit))
+        snprintf(nth, sizeof nth, ", hit %lld", (long long)json_integer_value(hit));
+    timeline_add_at(&r->tl, json_is_integer(t) ? (int64_t)json_integer_value(t) : 0, TL_FIRED, service, service, true,
+                    "%s at %s (%s%s)", action, json_text(doc, "point"), json_text(doc, "instance"), nth);
+    json_decref(doc);
+}
+
+/*
  * The lab observes without subscribing to request subjects (a subscriber
  * there would count as a responder and hide "no responders" from callers
  * of a dead service): services run with NATOMIC_TRACE=1 and copy each call
- * and reply to natomic.trace.{call,reply}.<subject>; events, dead letters
- * and recovery steps are read where they are published.
+ * and reply to natomic.trace.{call,reply}.<subject>; fault point records
+ * come on natomic.trace.fault.<service>.<instance>; events, dead letters
+ * and recovery steps are read where they are published. Each entry goes
+ * into the timeline at the time its source stamped on it, so the timeline
+ * tells the order things happened in, not the order the subscriptions
+ * (one thread each) delivered them. Fault records have a subscription and
+ * a callback of their own (on_fault_trace): on_tap ignores them, so a
+ * subscription to all of natomic.trace.> draws nothing twice.
  */
 static void on_tap(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
@@ -605,6 +678,37 @@ static void on_tap(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *
     else if (strncmp(subject, NATOMIC_DEADLETTER_PREFIX ".", strlen(NATOMIC_DEADLETTER_PREFIX) + 1) == 0)
         tap_dead_letter(r, subject + strlen(NATOMIC_DEADLETTER_PREFIX) + 1, m);
     natsMsg_Destroy(m);
+}
+
+/* The tap's subscription to natomic.trace.fault.>: fault point records alone. */
+static void on_fault_trace(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    tap_fault(closure, m);
+    natsMsg_Destroy(m);
+}
+
+/*
+ * Subscribes tap k to subject, with room for TAP_PENDING_MSGS unread
+ * messages: with NATOMIC_FAULT_TRACE=1 a story publishes a record per hit,
+ * far beyond nats.c's default of 65536, and a subscription over its limit
+ * drops messages (a slow consumer) rather than queue them. 0, or -1.
+ */
+static int tap_subscribe(run_t *r, int k, const char *subject, natsMsgHandler cb)
+{
+    if (natsConnection_Subscribe(&r->tap[k], r->sv.nc, subject, cb, r) != NATS_OK)
+        return -1;
+    return natsSubscription_SetPendingLimits(r->tap[k], TAP_PENDING_MSGS, TAP_PENDING_BYTES) == NATS_OK ? 0 : -1;
+}
+
+/* Says in the story when tap k lost messages all the same: its diagram misses them. */
+static void tap_note_dropped(run_t *r, int k)
+{
+    int64_t dropped = 0;
+    if (r->tap[k] != NULL && natsSubscription_GetDropped(r->tap[k], &dropped) == NATS_OK && dropped > 0)
+        timeline_add(&r->tl, TL_NOTE, "lab", "lab", true, "the tap lost %lld messages on %s (a slow consumer): the "
+                     "story misses them", (long long)dropped, natsSubscription_GetSubject(r->tap[k]));
 }
 
 /* ---- checks and TAP ------------------------------------------------------- */
@@ -747,6 +851,10 @@ static void lab_request(run_t *r, const char *subject, const uint8_t *data, size
     natsMsg_Destroy(m);
     if (s != NATS_OK) {
         res->st = s == NATS_TIMEOUT ? NATOMIC_ETIMEOUT : s == NATS_NO_RESPONDERS ? NATOMIC_ENORESPONDERS : NATOMIC_ENATS;
+        /* The moment the lab gave up: its own mark, whatever the callee did meanwhile. */
+        if (s == NATS_TIMEOUT)
+            timeline_add(&r->tl, TL_TIMEOUT, "lab", "lab", false, "%s: no reply in %d ms (tx %.8s)", subject, timeout_ms,
+                         tx);
         return;
     }
     const char *v = hdr(reply, NATOMIC_HDR_REPLAYED);
@@ -1089,7 +1197,10 @@ static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
         rc = k < 0 ? supervisor_kill(&r->sv, svc) : supervisor_kill_instance(&r->sv, svc, k);
         break;
     case STEP_RESTART:
-        timeline_add(&r->tl, TL_FAULT, "lab", svc, false, "restart%s", on_instance(on, sizeof on, svc, k));
+        if (k < 0)
+            timeline_add(&r->tl, TL_RESTART, "lab", svc, false, "%s", svc);
+        else
+            timeline_add(&r->tl, TL_RESTART, "lab", svc, false, "%s-%d", svc, k);
         mark_restart(r, svc, k);
         rc = k < 0 ? supervisor_restart(&r->sv, svc) : supervisor_restart_instance(&r->sv, svc, k);
         break;
@@ -1098,7 +1209,7 @@ static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
         rc = k < 0 ? supervisor_pause(&r->sv, svc) : supervisor_pause_instance(&r->sv, svc, k);
         break;
     case STEP_RESUME:
-        timeline_add(&r->tl, TL_FAULT, "lab", svc, false, "resume (SIGCONT)%s", on_instance(on, sizeof on, svc, k));
+        timeline_add(&r->tl, TL_RESUME, "lab", svc, false, "(SIGCONT)%s", on_instance(on, sizeof on, svc, k));
         rc = k < 0 ? supervisor_resume(&r->sv, svc) : supervisor_resume_instance(&r->sv, svc, k);
         break;
     case STEP_CUT:
@@ -1114,7 +1225,7 @@ static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
         rc = supervisor_link(&r->sv, svc, FAULT_PROXY_DELAY, s->ms);
         break;
     case STEP_HEAL:
-        timeline_add(&r->tl, TL_FAULT, "lab", svc, false, "connection healed");
+        timeline_add(&r->tl, TL_HEAL, "lab", svc, false, "link back to normal (the proxy passes again)");
         rc = supervisor_link(&r->sv, svc, FAULT_PROXY_PASS, 0);
         break;
     case STEP_NATS_RESTART:
@@ -1124,7 +1235,7 @@ static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
     case STEP_FAULT: {
         char spec[400];
         fault_spec(&s->fault, spec, sizeof spec);
-        timeline_add(&r->tl, TL_FAULT, "lab", s->fault.service, true, "%s%s", spec,
+        timeline_add(&r->tl, TL_ARM, "lab", s->fault.service, false, "%s%s", spec,
                      on_instance(on, sizeof on, s->fault.service, s->fault.instance));
         rc = apply_faults(r, s->fault.service, s->fault.instance, spec);
         break;
@@ -1132,7 +1243,7 @@ static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
     case STEP_RELEASE: {
         char spec[300];
         snprintf(spec, sizeof spec, "%s=off", s->fault.point);
-        timeline_add(&r->tl, TL_FAULT, "lab", s->fault.service, false, "release %s%s", s->fault.point,
+        timeline_add(&r->tl, TL_RELEASE, "lab", s->fault.service, false, "%s%s", s->fault.point,
                      on_instance(on, sizeof on, s->fault.service, s->fault.instance));
         rc = apply_faults(r, s->fault.service, s->fault.instance, spec);
         break;
@@ -1561,11 +1672,16 @@ static bool run_scenario(run_t *r)
         }
     }
     learn_methods(r);
-    static const char *const watched[N_TAPS] = {"natomic.trace.>", "events.>", NATOMIC_DEADLETTER_PREFIX ".>",
-                                                NATOMIC_RECOVERY_PREFIX ".>"};
+    /* A subscription per kind of message, each with its own thread and pending limit -- but
+     * calls and replies share one: a reply is paired with a call already seen, and NATS keeps
+     * a publisher's order within one subscription only. It also gets the fault records
+     * (natomic.trace.> holds them), which on_tap passes over; the fault records' own
+     * subscription draws them. */
+    static const char *const watched[N_TAPS] = {"natomic.trace.>", NATOMIC_FAULT_TRACE_PREFIX ".>", "events.>",
+                                                NATOMIC_DEADLETTER_PREFIX ".>", NATOMIC_RECOVERY_PREFIX ".>"};
     bool subscribed = true;
     for (int i = 0; i < N_TAPS; i++)
-        subscribed = subscribed && natsConnection_Subscribe(&r->tap[i], r->sv.nc, watched[i], on_tap, r) == NATS_OK;
+        subscribed = subscribed && tap_subscribe(r, i, watched[i], i == 1 ? on_fault_trace : on_tap) == 0;
     if (!subscribed || natsConnection_FlushTimeout(r->sv.nc, 2000) != NATS_OK) {
         point(r, false, "the tap to subscribe", "it did not", "tap NATS");
         return false;
@@ -1579,7 +1695,7 @@ static bool run_scenario(run_t *r)
         fault_spec(&sc->faults[i], spec, sizeof spec);
         char on[80];
         on_instance(on, sizeof on, sc->faults[i].service, sc->faults[i].instance);
-        timeline_add(&r->tl, TL_FAULT, "lab", sc->faults[i].service, true, "%s%s", spec, on);
+        timeline_add(&r->tl, TL_ARM, "lab", sc->faults[i].service, false, "%s%s", spec, on);
         if (apply_faults(r, sc->faults[i].service, sc->faults[i].instance, spec) != 0) {
             point(r, false, "the fault to be enabled", "the service refused it (see stderr)", "fault %s%s (line %d)",
                   spec, on, sc->faults[i].line);
@@ -1622,6 +1738,7 @@ static char *collect_logs(run_t *r)
 static void play_scenario(run_t *r)
 {
     double t0 = now_s();
+    timeline_start(&r->tl); /* the diagram's times count from here, not from when the run began */
     run_scenario(r);
     for (int k = 0; k < N_TAPS; k++) {
         if (r->tap[k] == NULL)
@@ -1629,6 +1746,7 @@ static void play_scenario(run_t *r)
         /* Drain: no tap callback may still run once the run is freed. */
         if (natsSubscription_Drain(r->tap[k]) == NATS_OK)
             natsSubscription_WaitForDrainCompletion(r->tap[k], 2000);
+        tap_note_dropped(r, k);
         natsSubscription_Destroy(r->tap[k]);
         r->tap[k] = NULL;
     }
@@ -1946,7 +2064,9 @@ int runner_run(char *const paths[], size_t n_paths, const runner_options_t *opts
                                                        .n_recoveries = r->n_recovery,
                                                        .has_recovery_ms = r->has_recovery_ms,
                                                        .recovery_ms = r->recovery_ms,
-                                                       .recovery_restart = r->recovery_restart};
+                                                       .recovery_restart = r->recovery_restart,
+                                                       .violations = r->sc->violations,
+                                                       .n_violations = r->sc->n_violations};
     }
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
@@ -1974,4 +2094,375 @@ int runner_run(char *const paths[], size_t n_paths, const runner_options_t *opts
     pthread_cond_destroy(&pool.cond);
     free_list(&files);
     return rc;
+}
+
+/* ==== One story with overrides: the explorer's (runner_replay) ===========================
+ *
+ * Everything below serves faultinject/explore/ and touches the code above only through its
+ * helpers (new_run, play_call, play_step, oracle_inputs, point, ...). A replay is a run_t
+ * played on the caller's thread as play_scenario() plays one, with these differences:
+ *
+ *   - the story is a shallow copy whose mode may be overridden;
+ *   - one instance may start with a fault list in its environment (supervisor_add_service_for),
+ *     so `point=action#N` counts hits from the process's start, as the explorer's clean run did;
+ *   - the fault trace (natomic.trace.fault.>) is read: every record goes to the caller, a fired
+ *     one is drawn, and a fired delay pushes the verdict back until it ran out;
+ *   - a watcher restarts a process that died, after a quiet period (supervisor_watch);
+ *   - a call step's answer is recorded, never checked against its `expect`;
+ *   - after the last step only the story's invariants are evaluated, every CHECK_POLL_MS, until
+ *     they have held for stable_ms -- not before a fired delay ran out or a dead process came
+ *     back -- or settle_ms passed: a consistent replay stops early, a violating one pays the
+ *     whole bound.
+ */
+
+#define REPLAY_MAX_INVARIANTS 64
+
+static const char *const replay_watched[] = {"natomic.trace.>", "events.>", NATOMIC_DEADLETTER_PREFIX ".>",
+                                             NATOMIC_RECOVERY_PREFIX ".>"};
+
+typedef struct replay {
+    run_t *r;
+    scenario_t sc;                   /* the story, mode overridden (a shallow copy: not freed) */
+    runner_options_t ropts;
+    const runner_replay_options_t *o;
+    natsSubscription *hits;
+    pthread_mutex_t mu;              /* quiet_until, restarts                                 */
+    double quiet_until;              /* now_s() scale: the verdict waits at least until then   */
+    size_t restarts;
+    _Atomic int64_t story_start_ns;  /* wall clock of the first step; INT64_MAX before         */
+} replay_t;
+
+static void replay_quiet_until(replay_t *x, double t)
+{
+    pthread_mutex_lock(&x->mu);
+    if (t > x->quiet_until)
+        x->quiet_until = t;
+    pthread_mutex_unlock(&x->mu);
+}
+
+static bool replay_cancelled(const replay_t *x)
+{
+    return x->o->cancelled != NULL && x->o->cancelled(x->o->user);
+}
+
+/* A record of natomic.trace.fault.<service>.<instance>: to the caller; a firing is drawn. */
+static void replay_on_hit(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    replay_t *x = closure;
+    tap_fault(x->r, m); /* drawn as `run` draws it */
+    json_t *doc = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+    natsMsg_Destroy(m);
+    if (doc == NULL)
+        return;
+    runner_fault_hit_t h;
+    memset(&h, 0, sizeof h);
+    snprintf(h.service, sizeof h.service, "%s", json_text(doc, "service"));
+    snprintf(h.instance, sizeof h.instance, "%s", json_text(doc, "instance"));
+    snprintf(h.incarnation, sizeof h.incarnation, "%s", json_text(doc, "incarnation"));
+    snprintf(h.point, sizeof h.point, "%s", json_text(doc, "point"));
+    snprintf(h.fired, sizeof h.fired, "%s", json_text(doc, "fired"));
+    json_t *v = json_object_get(doc, "occurrence");
+    h.occurrence = json_is_integer(v) && json_integer_value(v) > 0 ? (unsigned long long)json_integer_value(v) : 0;
+    v = json_object_get(doc, "time_ns");
+    h.time_ns = json_is_integer(v) ? (int64_t)json_integer_value(v) : wall_ns();
+    v = json_object_get(doc, "delay_ms");
+    h.delay_ms = json_is_integer(v) ? (long)json_integer_value(v) : 0;
+    json_decref(doc);
+    h.in_story = h.time_ns >= atomic_load(&x->story_start_ns);
+    /* A delayed thread acts late: no verdict before it woke up and did what it does. */
+    if (strcmp(h.fired, "delay") == 0)
+        replay_quiet_until(x, now_s() + (double)h.delay_ms / 1000.0 + 0.2);
+    if (x->o->on_hit != NULL)
+        x->o->on_hit(x->o->user, &h);
+}
+
+/* The watcher's news: a process that died, and its restart. */
+static void replay_on_watch(void *user, const char *service, int instance, bool restarted, const char *what)
+{
+    replay_t *x = user;
+    run_t *r = x->r;
+    char on[80];
+    on_instance(on, sizeof on, service, instance);
+    if (!restarted) {
+        timeline_add(&r->tl, TL_NOTE, service, service, true, "process ended: %s%s", what, on);
+        /* Nothing is settled while it is down: its restart and what that starts come first. */
+        replay_quiet_until(x, now_s() + (double)x->o->restart_after_ms / 1000.0 + 0.5);
+        return;
+    }
+    mark_restart(r, service, instance);
+    timeline_add(&r->tl, TL_RESTART, "lab", service, what[0] != '\0', "restart by the supervisor, %d ms after it "
+                 "ended%s%s%s", x->o->restart_after_ms, on, what[0] != '\0' ? ": " : "", what);
+    pthread_mutex_lock(&x->mu);
+    x->restarts++;
+    pthread_mutex_unlock(&x->mu);
+    replay_quiet_until(x, now_s() + 0.5);
+}
+
+/* A call step, its answer recorded as a passing point (an exploration checks no call's `expect`). */
+static void replay_call(run_t *r, const scenario_step_t *step, size_t index)
+{
+    if (step->repeat > 1) {
+        scenario_step_t any = *step;
+        any.has_expect = true;
+        memset(&any.expect, 0, sizeof any.expect);
+        any.expect.any = true;
+        play_call(r, &any, index, false);
+        return;
+    }
+    call_result_t res;
+    char tx[TX_LEN + 1], actual[600];
+    new_tx(tx);
+    memcpy(r->step_tx[index], tx, sizeof tx);
+    call_once(r, step, 0, tx, &res);
+    describe_result(&res, actual, sizeof actual);
+    json_decref(res.reply);
+    point(r, true, NULL, NULL, "step %zu (line %d) %s answered: %.150s (not checked)", index + 1, step->line,
+          step->subject, actual);
+}
+
+/* Evaluates the story's invariants into out[]; returns how many of expect.invariants do not hold. */
+static size_t replay_invariants(replay_t *x, runner_invariant_t *out, size_t cap, size_t *n_out)
+{
+    run_t *r = x->r;
+    const scenario_t *sc = r->sc;
+    size_t n = 0, failing = 0;
+    pthread_mutex_lock(&r->mu);
+    oracle_inputs_t in;
+    wire_view_t wire;
+    oracle_inputs(r, &in, &wire);
+    for (size_t k = 0; k < sc->n_invariants + sc->n_violations && n < cap; k++) {
+        bool lesson = k >= sc->n_invariants;
+        runner_invariant_t *iv = &out[n++];
+        memset(iv, 0, sizeof *iv);
+        iv->name = lesson ? sc->violations[k - sc->n_invariants] : sc->invariants[k];
+        iv->expected_broken = lesson;
+        iv->holds = oracle_invariant(&in, iv->name, iv->why, sizeof iv->why);
+        failing += !lesson && iv->holds != 1;
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(wire.calls);
+    free(wire.events);
+    *n_out = n;
+    return failing;
+}
+
+/* NATS, the services (one maybe with start faults), the tap, the seed data, the story's faults. */
+static bool replay_setup(replay_t *x, runner_replay_t *out)
+{
+    run_t *r = x->r;
+    const scenario_t *sc = r->sc;
+    const runner_replay_options_t *o = x->o;
+    if (supervisor_start(&r->sv, r->seed) != 0) {
+        snprintf(out->setup_error, sizeof out->setup_error, "NATS did not start (see stderr)");
+        return false;
+    }
+    r->sv_up = true;
+    r->sv.durable = sc->durable;
+    /* The fault trace first: a hit during a service's start is the service's first. */
+    if (natsConnection_Subscribe(&x->hits, r->sv.nc, NATOMIC_FAULT_TRACE_PREFIX ".>", replay_on_hit, x) != NATS_OK ||
+        natsSubscription_SetPendingLimits(x->hits, TAP_PENDING_MSGS, TAP_PENDING_BYTES) != NATS_OK ||
+        natsConnection_FlushTimeout(r->sv.nc, 2000) != NATS_OK) {
+        snprintf(out->setup_error, sizeof out->setup_error, "cannot subscribe to the fault trace");
+        return false;
+    }
+    for (size_t i = 0; i < sc->n_services; i++) {
+        const char *name = sc->services[i].name;
+        bool target = o->fault_service != NULL && strcmp(o->fault_service, name) == 0;
+        if (supervisor_add_service_for(&r->sv, name, sc->services[i].instances, target ? o->faults : NULL,
+                                       target ? o->fault_instance : -1) != 0) {
+            snprintf(out->setup_error, sizeof out->setup_error, "%s did not start (see its log)", name);
+            return false;
+        }
+    }
+    learn_methods(r);
+    bool subscribed = true;
+    for (size_t i = 0; i < sizeof replay_watched / sizeof replay_watched[0] && i < N_TAPS; i++)
+        subscribed = subscribed && tap_subscribe(r, (int)i, replay_watched[i], on_tap) == 0;
+    if (!subscribed || natsConnection_FlushTimeout(r->sv.nc, 2000) != NATS_OK) {
+        snprintf(out->setup_error, sizeof out->setup_error, "the tap did not subscribe");
+        return false;
+    }
+    if (o->restart_after_ms >= 0 && supervisor_watch(&r->sv, o->restart_after_ms, replay_on_watch, x) != 0) {
+        snprintf(out->setup_error, sizeof out->setup_error, "the watcher did not start");
+        return false;
+    }
+    for (size_t i = 0; i < sc->n_seed_data; i++) {
+        if (!play_call(r, &sc->seed_data[i], i, true)) {
+            snprintf(out->setup_error, sizeof out->setup_error, "seed data %zu (line %d) %s failed", i + 1,
+                     sc->seed_data[i].line, sc->seed_data[i].subject);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < sc->n_faults; i++) {
+        char spec[400], on[80];
+        fault_spec(&sc->faults[i], spec, sizeof spec);
+        on_instance(on, sizeof on, sc->faults[i].service, sc->faults[i].instance);
+        timeline_add(&r->tl, TL_ARM, "lab", sc->faults[i].service, false, "%s%s", spec, on);
+        if (apply_faults(r, sc->faults[i].service, sc->faults[i].instance, spec) != 0) {
+            snprintf(out->setup_error, sizeof out->setup_error, "fault %.200s%.60s (line %d) was refused", spec, on,
+                     sc->faults[i].line);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* After the last step: the invariants until they hold for stable_ms, or the bound. */
+static void replay_settle(replay_t *x, runner_replay_t *out, runner_invariant_t *inv, size_t *n_inv)
+{
+    const runner_replay_options_t *o = x->o;
+    double steps_end = now_s(), stable_since = -1.0;
+    for (;;) {
+        size_t failing = replay_invariants(x, inv, REPLAY_MAX_INVARIANTS, n_inv);
+        double now = now_s();
+        pthread_mutex_lock(&x->mu);
+        double quiet = x->quiet_until;
+        pthread_mutex_unlock(&x->mu);
+        double deadline = (quiet > steps_end ? quiet : steps_end) + o->settle_ms / 1000.0;
+        if (failing > 0)
+            stable_since = -1.0;
+        else if (stable_since < 0)
+            stable_since = now;
+        if (stable_since >= 0 && now >= quiet && now - stable_since >= o->stable_ms / 1000.0) {
+            out->settled = true;
+            break;
+        }
+        if (now >= deadline)
+            break;
+        if (replay_cancelled(x)) {
+            out->cancelled = true;
+            break;
+        }
+        sleep_ms(CHECK_POLL_MS);
+    }
+    out->settle_s = now_s() - steps_end;
+}
+
+void runner_replay_environment(void)
+{
+    setenv("NATOMIC_FAULT_CONTROL", "1", 1);
+    setenv("NATOMIC_TRACE", "1", 1);
+    setenv("NATOMIC_FAULT_TRACE", "1", 1);
+}
+
+int runner_replay(const scenario_t *sc, const runner_replay_options_t *o, runner_replay_t *out)
+{
+    memset(out, 0, sizeof *out);
+    replay_t *x = calloc(1, sizeof *x);
+    runner_invariant_t *inv = calloc(REPLAY_MAX_INVARIANTS, sizeof *inv);
+    if (x == NULL || inv == NULL) {
+        free(x);
+        free(inv);
+        snprintf(out->setup_error, sizeof out->setup_error, "out of memory");
+        return -1;
+    }
+    x->sc = *sc;
+    if (o->mode != RUNNER_MODE_STORY)
+        x->sc.durable = o->mode == RUNNER_MODE_DURABLE;
+    x->ropts = (runner_options_t){.has_seed = o->has_seed, .seed = o->seed, .keep = o->keep};
+    x->o = o;
+    pthread_mutex_init(&x->mu, NULL);
+    atomic_init(&x->story_start_ns, INT64_MAX);
+    x->r = new_run(&x->sc, &x->ropts);
+    out->priv = x;
+    out->invariants = inv;
+    if (x->r == NULL) {
+        snprintf(out->setup_error, sizeof out->setup_error, "out of memory");
+        return -1;
+    }
+    run_t *r = x->r;
+    if (o->replay != NULL)
+        snprintf(r->replay, sizeof r->replay, "%s", o->replay);
+    double t0 = now_s();
+    timeline_start(&r->tl); /* the diagram's times count from here, as play_scenario's */
+    fprintf(r->out, "# %s%s%s (seed %llu), explored\n", sc->group, sc->group[0] ? "/" : "", sc->name, r->seed);
+    out->setup_ok = replay_setup(x, out);
+    if (out->setup_ok) {
+        atomic_store(&x->story_start_ns, wall_ns());
+        for (size_t i = 0; i < x->sc.n_steps && !out->cancelled; i++) {
+            const scenario_step_t *step = &x->sc.steps[i];
+            timeline_add(&r->tl, TL_NOTE, "lab", "lab", false, "step %zu (line %d)", i + 1, step->line);
+            if (step->kind == STEP_CALL)
+                replay_call(r, step, i);
+            else
+                play_step(r, step, i);
+            out->cancelled = replay_cancelled(x);
+        }
+        if (!out->cancelled)
+            replay_settle(x, out, inv, &out->n_invariants);
+        for (size_t i = 0; i < out->n_invariants; i++) {
+            const runner_invariant_t *iv = &inv[i];
+            if (iv->holds == 1)
+                point(r, true, NULL, NULL, "invariant %s holds", iv->name);
+            else
+                point(r, iv->expected_broken && iv->holds == 0, "it holds", iv->why, "invariant %s %s: %.150s",
+                      iv->name, iv->holds == 0 ? "is violated" : "cannot be checked", iv->why);
+        }
+    } else {
+        point(r, false, "the story to start", out->setup_error, "setup");
+    }
+    /* Teardown as play_scenario's: no tap callback may run once the run is freed. */
+    if (x->hits != NULL) {
+        if (natsSubscription_Drain(x->hits) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(x->hits, 2000);
+        natsSubscription_Destroy(x->hits);
+        x->hits = NULL;
+    }
+    for (int k = 0; k < N_TAPS; k++) {
+        if (r->tap[k] == NULL)
+            continue;
+        if (natsSubscription_Drain(r->tap[k]) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(r->tap[k], 2000);
+        tap_note_dropped(r, k);
+        natsSubscription_Destroy(r->tap[k]);
+        r->tap[k] = NULL;
+    }
+    if (r->sv_up)
+        r->log_excerpt = collect_logs(r);
+    if (r->sv_up && o->keep)
+        snprintf(out->kept, sizeof out->kept, "%s", r->sv.dir);
+    if (r->sv_up)
+        supervisor_stop(&r->sv, o->keep);
+    r->sv_up = false;
+    r->duration_s = now_s() - t0;
+    fclose(r->out);
+    r->out = NULL;
+    out->duration_s = r->duration_s;
+    out->restarts = x->restarts;
+    out->report = (report_scenario_t){.name = sc->name,
+                                      .group = sc->group,
+                                      .about = sc->about,
+                                      .path = sc->path,
+                                      .seed = r->seed,
+                                      .replay = r->replay,
+                                      .duration_s = r->duration_s,
+                                      .checks = r->checks,
+                                      .n_checks = r->n_checks,
+                                      .timeline = &r->tl,
+                                      .log_excerpt = r->log_excerpt,
+                                      .durable = x->sc.durable,
+                                      .recoveries = r->recovery,
+                                      .n_recoveries = r->n_recovery,
+                                      .has_recovery_ms = r->has_recovery_ms,
+                                      .recovery_ms = r->recovery_ms,
+                                      .recovery_restart = r->recovery_restart,
+                                      .violations = sc->violations,
+                                      .n_violations = sc->n_violations};
+    return out->setup_ok ? 0 : -1;
+}
+
+void runner_replay_free(runner_replay_t *rp)
+{
+    if (rp == NULL)
+        return;
+    replay_t *x = rp->priv;
+    if (x != NULL) {
+        free_run(x->r);
+        pthread_mutex_destroy(&x->mu);
+        free(x);
+    }
+    free(rp->invariants);
+    memset(rp, 0, sizeof *rp);
 }

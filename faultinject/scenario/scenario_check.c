@@ -4,7 +4,8 @@
  *
  * Folders are walked recursively, entries in strcmp order (not the
  * locale's, so the output is the same everywhere), keeping *.yaml and
- * *.yml and skipping names that start with a dot. A file named on the
+ * *.yml and skipping names that start with a dot and the lessons files
+ * of the explorer (*.lessons.yaml, beside their story). A file named on the
  * command line is checked whatever its extension. The walk stops at
  * MAX_DEPTH folders deep, so a symbolic link to a parent cannot loop.
  */
@@ -53,11 +54,18 @@ static int check_file(const char *path, void *user)
     return 0;
 }
 
+static bool ends_with(const char *name, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n > k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* *.yaml and *.yml, but not a story's lessons file (<name>.lessons.yaml: the explorer's). */
 static bool is_scenario_name(const char *name)
 {
     size_t n = strlen(name);
-    return name[0] != '.' && ((n > 5 && strcmp(name + n - 5, ".yaml") == 0) ||
-                              (n > 4 && strcmp(name + n - 4, ".yml") == 0));
+    return name[0] != '.' && (ends_with(name, n, ".yaml") || ends_with(name, n, ".yml")) &&
+           !ends_with(name, n, ".lessons.yaml") && !ends_with(name, n, ".lessons.yml");
 }
 
 static int by_name(const void *a, const void *b)

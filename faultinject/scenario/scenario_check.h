@@ -23,7 +23,8 @@ typedef int (*scenario_visit_fn)(const char *path, void *user);
 /*
  * The walk behind both check and run: each file in `paths` (whatever its
  * name) and each *.yaml / *.yml under each folder (recursively, dot names
- * skipped, strcmp order, at most 32 deep) is passed to `visit`. Returns 0,
+ * and *.lessons.yaml skipped, strcmp order, at most 32 deep) is passed to
+ * `visit`. Returns 0,
  * 1 when a visit failed or a folder could not be read, 2 when a path does
  * not exist (the others are walked all the same).
  */

@@ -25,6 +25,13 @@
  * their own; supervisor_emergency_kill() SIGKILLs every registered pid
  * and group from a signal handler.
  *
+ * The watcher (supervisor_watch, for the explorer) is a second thread that
+ * restarts an instance which ended on its own, after a quiet period, as
+ * systemd's Restart=always would. It and the process faults (kill,
+ * restart, pause, resume, run-time faults, stop) take sv->mu, so the two
+ * threads never reap, signal or spawn the same child at once; the rest
+ * (links, logs, NATS) touches nothing the watcher does.
+ *
  * Failures return -1 after one line on stderr naming the service and,
  * for a process that would not come up, its log.
  */
@@ -159,7 +166,7 @@ static void log_marker(const supervised_service_t *s, const char *what)
     close(fd);
 }
 
-/* Marks a reaped child gone. */
+/* Marks a reaped child gone (whether it `died` on its own is the caller's to say). */
 static void forget_child(supervised_service_t *s)
 {
     emergency_unregister(s->proc.pid);
@@ -183,15 +190,22 @@ static bool alive(supervised_service_t *s)
         else
             snprintf(what, sizeof what, "saw the exit (status %d) of", WEXITSTATUS(status));
         log_marker(s, what);
+        s->died = true; /* on its own: no kill of ours reaps through here */
+        s->died_ms = now_ms();
+        s->died_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+        s->died_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     }
     forget_child(s);
     return false;
 }
 
-/* SIGKILL to the child's group, reaped before returning. */
+/* SIGKILL to the child's group, reaped before returning. The instance is down on purpose:
+ * the watcher leaves it alone, even if it had ended on its own a moment before. */
 static void kill_instance(supervised_service_t *s)
 {
-    if (!alive(s))
+    bool running = alive(s);
+    s->died = false;
+    if (!running)
         return;
     log_marker(s, "SIGKILL to");
     lab_process_signal(&s->proc, SIGKILL);
@@ -265,6 +279,8 @@ static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_
     }
     emergency_register(s->proc.pid);
     s->paused = false;
+    s->died = false;
+    s->death_told = false;
     return 0;
 }
 
@@ -341,6 +357,9 @@ int supervisor_start(supervisor_t *sv, unsigned long long seed)
         memset(sv, 0, sizeof *sv);
         return -1;
     }
+    pthread_mutex_init(&sv->mu, NULL);
+    sv->mu_ready = true;
+    atomic_init(&sv->watch_stop, false);
     return 0;
 }
 
@@ -372,6 +391,11 @@ static supervised_service_t *find_or_complain(supervisor_t *sv, const char *name
 
 int supervisor_add_service(supervisor_t *sv, const char *name, int instances, const char *faults)
 {
+    return supervisor_add_service_for(sv, name, instances, faults, -1);
+}
+
+int supervisor_add_service_for(supervisor_t *sv, const char *name, int instances, const char *faults, int instance)
+{
     if (sv->nc == NULL) {
         fail_msg("%s: the supervisor is not started", name);
         return -1;
@@ -393,6 +417,11 @@ int supervisor_add_service(supervisor_t *sv, const char *name, int instances, co
         fail_msg("%s: fault list too long", name);
         return -1;
     }
+    if (instance < -1 || instance >= instances) {
+        fail_msg("%s: no instance %d for its faults (it has %d: 0 to %d)", name, instance, instances,
+                 instances - 1);
+        return -1;
+    }
     supervised_service_t *s = &sv->svc[sv->n_svc];
     int started = 0;
     for (; started < instances; started++) {
@@ -405,7 +434,7 @@ int supervisor_add_service(supervisor_t *sv, const char *name, int instances, co
             snprintf(x->log_path, sizeof x->log_path, "%s/%s.log", sv->dir, name);
         else
             snprintf(x->log_path, sizeof x->log_path, "%s/%s-%d.log", sv->dir, name, started);
-        snprintf(x->faults, sizeof x->faults, "%s", faults != NULL ? faults : "");
+        snprintf(x->faults, sizeof x->faults, "%s", faults != NULL && (instance < 0 || instance == started) ? faults : "");
         if (fault_proxy_start(&x->proxy, sv->nats.port) != 0)
             break;
         if (spawn_instance(sv, x, true) != 0) {
@@ -467,14 +496,28 @@ static int one_instance(const char *name, int instance)
     return -1;
 }
 
+static void lock(supervisor_t *sv)
+{
+    if (sv->mu_ready)
+        pthread_mutex_lock(&sv->mu);
+}
+
+static void unlock(supervisor_t *sv)
+{
+    if (sv->mu_ready)
+        pthread_mutex_unlock(&sv->mu);
+}
+
 static int kill_some(supervisor_t *sv, const char *name, int instance)
 {
     supervised_service_t *all, *s;
     int n_all, n;
     if (select_instances(sv, name, instance, &all, &n_all, &s, &n) != 0)
         return -1;
+    lock(sv);
     for (int i = 0; i < n; i++)
         kill_instance(&s[i]);
+    unlock(sv);
     return 0;
 }
 
@@ -494,14 +537,18 @@ static int restart_some(supervisor_t *sv, const char *name, int instance)
     int n_all, n;
     if (select_instances(sv, name, instance, &all, &n_all, &s, &n) != 0)
         return -1;
-    for (int i = 0; i < n; i++) {
+    lock(sv);
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
         kill_instance(&s[i]);
         log_marker(&s[i], "restart of"); /* no pid: the old process is gone, the new one not born */
-        if (spawn_instance(sv, &s[i], false) != 0)
-            return -1;
+        rc = spawn_instance(sv, &s[i], false);
     }
     /* Every live instance must answer the ping, not just any one: the others answer at once. */
-    return wait_ready(sv, all, n_all);
+    if (rc == 0)
+        rc = wait_ready(sv, all, n_all);
+    unlock(sv);
+    return rc;
 }
 
 int supervisor_restart(supervisor_t *sv, const char *name)
@@ -521,6 +568,7 @@ static int pause_some(supervisor_t *sv, const char *name, int instance)
     if (select_instances(sv, name, instance, &all, &n_all, &s, &n) != 0)
         return -1;
     int rc = 0;
+    lock(sv);
     for (int i = 0; i < n; i++) {
         if (!alive(&s[i]) || s[i].paused)
             continue;
@@ -536,7 +584,9 @@ static int pause_some(supervisor_t *sv, const char *name, int instance)
                 break;
             }
             if (r == s[i].proc.pid || (r < 0 && errno != EINTR)) {
-                forget_child(&s[i]); /* it ended meanwhile */
+                forget_child(&s[i]); /* it ended meanwhile, on its own */
+                s[i].died = true;
+                s[i].died_ms = now_ms();
                 break;
             }
             if (now_ms() >= end) {
@@ -548,6 +598,7 @@ static int pause_some(supervisor_t *sv, const char *name, int instance)
             sleep_ms(1);
         }
     }
+    unlock(sv);
     return rc;
 }
 
@@ -567,6 +618,7 @@ static int resume_some(supervisor_t *sv, const char *name, int instance)
     int n_all, n;
     if (select_instances(sv, name, instance, &all, &n_all, &s, &n) != 0)
         return -1;
+    lock(sv);
     for (int i = 0; i < n; i++) {
         if (!alive(&s[i]) || !s[i].paused)
             continue;
@@ -574,6 +626,7 @@ static int resume_some(supervisor_t *sv, const char *name, int instance)
         lab_process_signal(&s[i].proc, SIGCONT);
         s[i].paused = false;
     }
+    unlock(sv);
     return 0;
 }
 
@@ -764,29 +817,35 @@ static int fiu_all(supervisor_t *sv, const char *name, const char *cmd, bool min
     supervised_service_t *s = find_or_complain(sv, name, &n);
     if (s == NULL)
         return -1;
-    int live = 0;
-    for (int i = 0; i < n; i++) {
+    int live = 0, rc = 0;
+    lock(sv);
+    for (int i = 0; i < n && rc == 0; i++) {
         if (!alive(&s[i]))
             continue;
         if (s[i].paused) {
             /* A stopped process cannot answer; its reply would later pair with another command. */
             fail_msg("%s (instance %d) is paused: resume it before '%s'", name, s[i].instance, cmd);
-            return -1;
+            rc = -1;
+            break;
         }
         int reply = 0;
-        if (fiu_command(sv, &s[i], cmd, &reply) != 0)
-            return -1;
+        if (fiu_command(sv, &s[i], cmd, &reply) != 0) {
+            rc = -1;
+            break;
+        }
         if (reply != 0 && !minus_one_ok) {
             fail_msg("%s (instance %d) refused '%s' (libfiu answered %d)", name, s[i].instance, cmd, reply);
-            return -1;
+            rc = -1;
+            break;
         }
         live++;
     }
-    if (live == 0) {
+    unlock(sv);
+    if (rc == 0 && live == 0) {
         fail_msg("no live instance of %s for '%s'", name, cmd);
         return -1;
     }
-    return 0;
+    return rc;
 }
 
 int supervisor_fault_enable(supervisor_t *sv, const char *name, const char *point, int failnum,
@@ -817,6 +876,94 @@ int supervisor_fault_disable(supervisor_t *sv, const char *name, const char *poi
     /* libfiu answers -1 for a point that is not enabled (never was, or its count ran out, or the
      * instance restarted since): what was asked for holds, so that is no failure. */
     return fiu_all(sv, name, cmd, true);
+}
+
+/* ------------------------------------------------------------------ */
+/* The watcher: restart what ended on its own                          */
+/* ------------------------------------------------------------------ */
+
+#define WATCH_POLL_MS 20
+#define WATCH_MAX_RESTARTS 8
+
+/* What the watcher will tell, gathered under the lock and told after it. */
+typedef struct watch_news {
+    char service[32];
+    int instance;
+    bool restarted;
+    char what[96];
+} watch_news_t;
+
+/* One look at every instance, under sv->mu: reaps what ended, restarts what has been quiet long enough. */
+static size_t watch_round(supervisor_t *sv, watch_news_t *news, size_t cap)
+{
+    size_t n = 0;
+    lock(sv);
+    for (int i = 0; i < sv->n_svc; i++) {
+        supervised_service_t *s = &sv->svc[i];
+        if (s->proc.pid > 0 && !s->paused)
+            alive(s); /* reaps it when it ended, and marks it `died` */
+        if (s->died && !s->death_told && n < cap) {
+            s->death_told = true;
+            watch_news_t *w = &news[n++];
+            snprintf(w->service, sizeof w->service, "%s", s->name);
+            w->instance = s->instance;
+            w->restarted = false;
+            if (s->died_signal > 0)
+                snprintf(w->what, sizeof w->what, "killed by signal %d", s->died_signal);
+            else
+                snprintf(w->what, sizeof w->what, "exited with status %d", s->died_status);
+        }
+        if (s->proc.pid > 0 || !s->died || now_ms() - s->died_ms < sv->watch_quiet_ms ||
+            s->watch_restarts >= WATCH_MAX_RESTARTS || n >= cap)
+            continue;
+        char marker[96];
+        snprintf(marker, sizeof marker, "restart (by the watcher, %d ms after it ended) of", sv->watch_quiet_ms);
+        log_marker(s, marker);
+        s->watch_restarts++;
+        watch_news_t *w = &news[n++];
+        snprintf(w->service, sizeof w->service, "%s", s->name);
+        w->instance = s->instance;
+        w->restarted = true;
+        w->what[0] = '\0';
+        if (spawn_instance(sv, s, false) != 0) {
+            snprintf(w->what, sizeof w->what, "the restart failed (see %s)", s->log_path);
+            s->died_ms = now_ms(); /* try again after another quiet period */
+        }
+    }
+    unlock(sv);
+    return n;
+}
+
+static void *watch_main(void *arg)
+{
+    supervisor_t *sv = arg;
+    watch_news_t news[2 * SUPERVISOR_MAX_SERVICES];
+    while (!atomic_load(&sv->watch_stop)) {
+        size_t n = watch_round(sv, news, sizeof news / sizeof news[0]);
+        for (size_t i = 0; i < n && sv->watch_fn != NULL; i++)
+            sv->watch_fn(sv->watch_user, news[i].service, news[i].instance, news[i].restarted, news[i].what);
+        sleep_ms(WATCH_POLL_MS);
+    }
+    return NULL;
+}
+
+int supervisor_watch(supervisor_t *sv, int quiet_ms, supervisor_watch_fn fn, void *user)
+{
+    if (sv->nc == NULL || !sv->mu_ready || sv->watching || quiet_ms < 0) {
+        fail_msg("watch: the supervisor is not started, is watched already, or the quiet period %d ms is < 0",
+                 quiet_ms);
+        return -1;
+    }
+    sv->watch_quiet_ms = quiet_ms;
+    sv->watch_fn = fn;
+    sv->watch_user = user;
+    atomic_store(&sv->watch_stop, false);
+    if (pthread_create(&sv->watcher, NULL, watch_main, sv) != 0) {
+        fail_msg("watch: cannot start its thread");
+        return -1;
+    }
+    sv->watching = true;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -910,6 +1057,11 @@ char *supervisor_log_tail(supervisor_t *sv, const char *name, int lines)
 
 void supervisor_stop(supervisor_t *sv, bool keep)
 {
+    if (sv->watching) {
+        atomic_store(&sv->watch_stop, true);
+        pthread_join(sv->watcher, NULL);
+        sv->watching = false;
+    }
     /* A stopped process does not act on SIGTERM: continue the paused ones first. And heal every
      * link, so that a graceful drain is not held up by a cut the scenario left in place. */
     for (int i = 0; i < sv->n_svc; i++) {
@@ -949,4 +1101,8 @@ void supervisor_stop(supervisor_t *sv, bool keep)
     else
         embedded_nats_stop(&sv->nats);
     emergency_unregister(nats_pid);
+    if (sv->mu_ready) {
+        pthread_mutex_destroy(&sv->mu);
+        sv->mu_ready = false;
+    }
 }

@@ -13,7 +13,10 @@
 #define SUPERVISOR_H
 
 #include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "embedded_nats.h"
 #include "fault_proxy.h"
@@ -30,7 +33,23 @@ typedef struct supervised_service {
     fault_proxy_t *proxy;   /* between this process and NATS                          */
     lab_process_t proc;
     bool paused;
+    bool died;              /* ended on its own (not by a kill of ours): the watcher's */
+    int64_t died_ms;        /* when it was seen ended, monotonic ms                   */
+    int died_signal;        /* the signal that ended it, or 0                         */
+    int died_status;        /* its exit status, or -1                                 */
+    bool death_told;        /* the watcher told its `fn` of this death                */
+    int watch_restarts;     /* restarts the watcher made                               */
 } supervised_service_t;
+
+/*
+ * What the watcher tells (supervisor_watch): an instance that ended on its
+ * own (`restarted` false, `what` says how: "killed by signal 9"), and its
+ * restart after the quiet period (`restarted` true; `what` is "" or why
+ * the restart failed). Runs on the watcher's thread, the supervisor's lock
+ * not held: it must not call the supervisor.
+ */
+typedef void (*supervisor_watch_fn)(void *user, const char *service, int instance, bool restarted,
+                                    const char *what);
 
 typedef struct supervisor {
     embedded_nats_t nats;
@@ -41,6 +60,16 @@ typedef struct supervisor {
     natsConnection *nc;     /* the supervisor's own client (direct, no proxy)       */
     bool durable;           /* services run in durable mode (set before adding them;
                                supervisor_start leaves memory mode)                 */
+    /* The watcher (supervisor_watch), and the lock that keeps it apart from the process
+       faults: kill, restart, pause, resume, run-time faults and stop take it. */
+    pthread_mutex_t mu;
+    bool mu_ready;
+    pthread_t watcher;
+    bool watching;
+    atomic_bool watch_stop;
+    int watch_quiet_ms;
+    supervisor_watch_fn watch_fn;
+    void *watch_user;
 } supervisor_t;
 
 /* Starts NATS (JetStream in a temp folder) and connects. 0 or -1 with a message. */
@@ -59,6 +88,28 @@ int supervisor_start(supervisor_t *sv, unsigned long long seed);
  * $NATOMIC_SERVICES_DIR, when set, replaces that folder: <dir>/<name>/<name>.
  */
 int supervisor_add_service(supervisor_t *sv, const char *name, int instances, const char *faults);
+
+/*
+ * The same, with `faults` in the environment of instance `instance`'s first
+ * start alone (-1: of every instance); the other instances start with
+ * NATOMIC_FAULTS empty. 0, or -1 with a message (also for an instance out
+ * of range).
+ */
+int supervisor_add_service_for(supervisor_t *sv, const char *name, int instances, const char *faults, int instance);
+
+/*
+ * Watches the services as a real supervisor would (systemd's
+ * Restart=always): an instance that ends on its own -- a crash, an exit --
+ * is started again after `quiet_ms`, with no faults and its own name (so a
+ * durable instance takes its sagas back at once), at most 8 times per
+ * instance. An instance stopped by supervisor_kill*(), or paused, is left
+ * alone: the story does that on purpose. One thread, polling every 20 ms;
+ * `fn` (may be NULL) hears of each death and restart. Call once, after the
+ * services were added; supervisor_stop() ends it (and, since the children
+ * it restarted die with the thread that started them, those too: after
+ * the story's checks). 0, or -1 with a message.
+ */
+int supervisor_watch(supervisor_t *sv, int quiet_ms, supervisor_watch_fn fn, void *user);
 
 /* Every instance of the named service (count in *n); NULL if unknown. */
 supervised_service_t *supervisor_find(supervisor_t *sv, const char *name, int *n);

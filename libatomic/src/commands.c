@@ -120,9 +120,12 @@ void natomic__cmdlist_free(natomic_cmdlist_t *list)
 
 /*
  * One attempt, between the fault points natomic/before_<kind> and
- * natomic/after_<kind>: before, ERROR fails the attempt unrun, DROP skips
- * the command as if it succeeded (a lost command), DUPLICATE runs it
- * twice; after, ERROR fails an attempt that did run (so a retry repeats it).
+ * natomic/after_<kind>: before, ERROR fails the attempt unrun (its target
+ * refused it), DUPLICATE runs it twice (a redelivery); after, ERROR fails an
+ * attempt that did run (its answer was lost, so a retry repeats it). There
+ * is no DROP: a command skipped and reported done is a bug of the runtime,
+ * not something the world does -- a message lost on its way is
+ * natomic/client_send's or natomic/event_publish's drop.
  */
 static natomic_status_t run_attempt(natomic_command_t *cmd, natomic_ctx_t *ctx, const char *list_kind)
 {
@@ -130,8 +133,6 @@ static natomic_status_t run_attempt(natomic_command_t *cmd, natomic_ctx_t *ctx, 
     natomic_fault_t f = NATOMIC_FAULT(rollback ? "natomic/before_rollback" : "natomic/before_dispatch");
     if (f == NATOMIC_FAULT_ERROR)
         return NATOMIC_ETRANSIENT;
-    if (f == NATOMIC_FAULT_DROP)
-        return NATOMIC_OK;
     natomic_status_t st = cmd->fn(ctx, cmd->arg);
     if (f == NATOMIC_FAULT_DUPLICATE && st == NATOMIC_OK)
         st = cmd->fn(ctx, cmd->arg);

@@ -220,7 +220,7 @@ static natomic_method_t *find_method(natomic_service_t *svc, const char *name)
  * subjects, where it would itself count as a responder and hide the
  * "no responders" answer a caller of a dead service must get.
  */
-static void trace(natomic_service_t *svc, const char *kind, natsMsg *req, natsMsg *reply)
+static void trace(natomic_service_t *svc, const char *kind, natsMsg *req, natsMsg *reply, int64_t at_ns)
 {
     if (!svc->trace)
         return;
@@ -244,7 +244,7 @@ static void trace(natomic_service_t *svc, const char *kind, natsMsg *req, natsMs
     natsMsgHeader_Set(t, "Natomic-Reply-To", inbox != NULL ? inbox : "");
     /* When it happened here, by this process's clock: observers order by it, not by arrival. */
     char now[32];
-    snprintf(now, sizeof now, "%lld", (long long)natomic__wall_ns());
+    snprintf(now, sizeof now, "%lld", (long long)at_ns);
     natsMsgHeader_Set(t, NATOMIC_HDR_TIME_NS, now);
     natsConnection_PublishMsg(svc->nc, t);
     natsMsg_Destroy(t);
@@ -267,15 +267,12 @@ void natomic__send_reply(natomic_service_t *svc, natsMsg *req, const char *tx, c
     const char *reply_to = natsMsg_GetReply(req);
     if (reply_to == NULL || *reply_to == '\0')
         return;
+    /* DROP: the reply is lost on the way, and the caller times out, in doubt. DUPLICATE: it
+       arrives twice. There is no ERROR: nothing between a service and its caller turns a
+       success into a failure, so a lie of that kind would test a bug of ours, not the world. */
     natomic_fault_t f = NATOMIC_FAULT("natomic/before_reply");
     if (f == NATOMIC_FAULT_DROP)
-        return; /* the caller times out: the outcome is in doubt for it */
-    if (f == NATOMIC_FAULT_ERROR && kind == NATOMIC_OK) {
-        /* A failure reply for work that was done: what a caller cannot tell from a real one. */
-        kind = NATOMIC_ETRANSIENT;
-        type = "InjectedFault";
-        message = "fault point natomic/before_reply";
-    }
+        return;
     char *body = NULL;
     if (kind != NATOMIC_OK) {
         /* A readable body for tools that print payloads; clients read the headers. */
@@ -307,12 +304,13 @@ void natomic__send_reply(natomic_service_t *svc, natsMsg *req, const char *tx, c
         if (s == NATS_OK)
             s = natsMsgHeader_Set(m, NATOMIC_HDR_ERROR_TYPE, safe_type);
     }
+    int64_t sent_ns = natomic__wall_ns(); /* before it leaves: nothing it causes can come earlier */
     if (s == NATS_OK)
         s = natsConnection_PublishMsg(svc->nc, m);
     if (s == NATS_OK && f == NATOMIC_FAULT_DUPLICATE)
         s = natsConnection_PublishMsg(svc->nc, m);
     if (s == NATS_OK)
-        trace(svc, "reply", req, m);
+        trace(svc, "reply", req, m, sent_ns);
     if (s != NATS_OK)
         natomic__log(NATOMIC_LOG_ERROR, svc->name, "could not send the reply to %s: %s", reply_to,
                      natsStatus_GetText(s));
@@ -484,7 +482,7 @@ static void call_failed(natomic_service_t *svc, natsMsg *msg, natomic_ctx_t *ctx
 /* One call, start to end, on the calling worker thread. `injected`: fail it before the handler. */
 static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
 {
-    trace(svc, "call", msg, NULL);
+    trace(svc, "call", msg, NULL, natomic__wall_ns());
     const char *subject = natsMsg_GetSubject(msg);
     const char *name = subject + strlen(svc->name) + 1; /* the subscription guarantees "<name>." */
     natomic_method_t *m = find_method(svc, name);
@@ -575,7 +573,10 @@ static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
     natomic_status_t st = injected ? natomic_fail(&ctx, NATOMIC_ETRANSIENT, "InjectedFault",
                                                   "fault point natomic/before_handler")
                                    : m->handler(&ctx, request, reply, m->closure);
-    if (st == NATOMIC_OK && NATOMIC_FAULT("natomic/after_handler") == NATOMIC_FAULT_ERROR)
+    /* What fails after a handler that succeeded is what is left to do: the runtime's commit.
+       A durable call whose handler committed itself (natomic_durable_commit) has none left --
+       its data, its events and its decision are in -- so the point is not even checked. */
+    if (st == NATOMIC_OK && !ctx.committed && NATOMIC_FAULT("natomic/after_handler") == NATOMIC_FAULT_ERROR)
         st = natomic_fail(&ctx, NATOMIC_ETRANSIENT, "InjectedFault", "fault point natomic/after_handler");
     if (st == NATOMIC_OK) {
         /* Durable: the decision, the outbox and the key commit now, if the handler did not. */

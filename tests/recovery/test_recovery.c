@@ -29,7 +29,13 @@
  *   8. durable mode against a server without JetStream refuses to start
  *      and says how to fix it; memory mode runs there;
  *   9. the lesson: memory mode, crashed and restarted the same way as in 2,
- *      leaves the order pending and the money charged.
+ *      leaves the order pending and the money charged;
+ *  10. natomic/after_handler=error on a call whose handler committed itself
+ *      (natomic_durable_commit): nothing is left to fail, so the caller gets
+ *      its success -- not an error for an order that is confirmed and
+ *      announced (before, the caller was told InjectedFault while the order
+ *      was confirmed and order_created left: what natomic-lab explore saw
+ *      as a broken no_premature_events in durable mode).
  *
  * Every test starts from empty JetStream state (all streams of the shared
  * server are deleted first), so no saga, lease or consumer of an earlier
@@ -1264,6 +1270,25 @@ START_TEST(test_memory_mode_loses_the_saga)
 }
 END_TEST
 
+/* ---- 10. after its commit, nothing is left to fail --------------------------- */
+
+START_TEST(test_after_handler_after_commit)
+{
+    rig_t r;
+    rig_start(&r, "durable");
+    orders_start(&r, NULL, "natomic/after_handler=error", false);
+    char order_id[128];
+    create_order_ok(&r, order_id, sizeof order_id);
+    ck_assert_int_eq(wait_notification(&r, order_id, fixture_ms(RECOVERY_MS)), 1);
+    ck_assert_int_eq(stream_count(&r, NATOMIC_EVENTS_STREAM, ORDER_CREATED), 1);
+    expect_figures(&r, ONE_ORDER, "after the order");
+    char status[32];
+    order_status(&r, order_id, status, sizeof status);
+    ck_assert_str_eq(status, "confirmed");
+    rig_stop(&r);
+}
+END_TEST
+
 static Suite *recovery_suite(void)
 {
     Suite *suite = suite_create("recovery");
@@ -1279,6 +1304,7 @@ static Suite *recovery_suite(void)
     tcase_add_test(tc, test_consumer_catches_up);
     tcase_add_test(tc, test_durable_needs_jetstream);
     tcase_add_test(tc, test_memory_mode_loses_the_saga);
+    tcase_add_test(tc, test_after_handler_after_commit);
     suite_add_tcase(suite, tc);
     return suite;
 }

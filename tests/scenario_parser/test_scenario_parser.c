@@ -53,7 +53,14 @@ static int has_yaml_ext(const char *name)
     return (n > 5 && strcmp(name + n - 5, ".yaml") == 0) || (n > 4 && strcmp(name + n - 4, ".yml") == 0);
 }
 
-/* Appends the *.yaml and *.yml files under dir (recursively) to *files. */
+/* A story's lessons file (natomic-lab explore's, beside the story) is no scenario. */
+static int is_lessons_file(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 13 && strcmp(name + n - 13, ".lessons.yaml") == 0;
+}
+
+/* Appends the *.yaml and *.yml files under dir (recursively) to *files, lessons files aside. */
 static void collect(const char *dir, char ***files, size_t *n)
 {
     DIR *d = opendir(dir);
@@ -72,7 +79,7 @@ static void collect(const char *dir, char ***files, size_t *n)
         if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
             collect(path, files, n);
             free(path);
-        } else if (has_yaml_ext(e->d_name)) {
+        } else if (has_yaml_ext(e->d_name) && !is_lessons_file(e->d_name)) {
             char **grown = realloc(*files, (*n + 1) * sizeof *grown);
             if (grown == NULL)
                 abort();
