@@ -58,6 +58,7 @@
 #include "runner.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -181,6 +182,7 @@ typedef struct observed_call {
     char inbox[96];          /* the caller's inbox: pairs the reply with the call    */
     bool compensation;       /* Natomic-Phase: rollback                               */
     int64_t time_ns;         /* the callee's clock when it took the call (Natomic-Time-Ns) */
+    int64_t reply_ns;        /* the callee's clock when its reply left; 0: none seen   */
     json_t *request;         /* decoded, or NULL                                      */
     const ProtobufCMessageDescriptor *reply_desc;
     int answer;              /* 0 none yet, 1 success, -1 error                        */
@@ -409,6 +411,7 @@ static void tap_reply(run_t *r, natsMsg *m)
     const ProtobufCMessageDescriptor *reply_desc = NULL;
     if (found != NULL) {
         found->answer = code != NULL ? -1 : 1;
+        found->reply_ns = hdr_time_ns(m);
         found->code = code != NULL ? atoi(code) : 0;
         snprintf(found->type, sizeof found->type, "%s", type != NULL ? type : "");
         snprintf(callee, sizeof callee, "%s", found->service);
@@ -1336,6 +1339,7 @@ static void oracle_inputs(run_t *r, oracle_inputs_t *in, wire_view_t *w)
                                           .compensation = c->compensation,
                                           .time_ns = c->time_ns,
                                           .answer = c->answer,
+                                          .awaited = c->inbox[0] != '\0',
                                           .code = c->code,
                                           .type = c->type,
                                           .claimed = c->has_claim ? c->claimed : NULL};
@@ -1442,6 +1446,70 @@ static void sequence_check(run_t *r, final_checks_t *fc, size_t step, const scen
     snprintf(c->desc, sizeof c->desc, "step %zu (line %d) %s: %.150s", step + 1, st->line,
              events ? "events" : "compensations", c->expected);
     free(seen);
+}
+
+/* Only the time of each: the calls of one compensation, ordered by when the participant took them. */
+static int by_call_time(const void *a, const void *b)
+{
+    const observed_call_t *x = *(const observed_call_t *const *)a, *y = *(const observed_call_t *const *)b;
+    return x->time_ns != y->time_ns ? (x->time_ns < y->time_ns ? -1 : 1) : 0;
+}
+
+/*
+ * retry_waits of one step: the attempts of each named compensation in the
+ * step's transaction, by the participant's clock; wait k runs from its
+ * reply to attempt k to its taking of attempt k+1. One check per
+ * compensation: as many waits as ranges, each within its range.
+ */
+static void retry_wait_checks(run_t *r, final_checks_t *fc, size_t step)
+{
+    const scenario_step_t *st = &r->sc->steps[step];
+    const char *tx = r->step_tx[step];
+    const observed_call_t **calls = calloc(r->n_calls > 0 ? r->n_calls : 1, sizeof *calls);
+    for (size_t w = 0; w < st->expect.n_retry_waits && calls != NULL; w++) {
+        const scenario_waits_t *want = &st->expect.retry_waits[w];
+        final_check_t *c = add_check(fc);
+        if (c == NULL)
+            break;
+        size_t n = 0;
+        for (size_t i = 0; i < r->n_calls; i++)
+            if (r->calls[i].compensation && strcmp(r->calls[i].tx, tx) == 0 &&
+                strcmp(r->calls[i].subject, want->name) == 0)
+                calls[n++] = &r->calls[i];
+        qsort(calls, n, sizeof *calls, by_call_time);
+        size_t used = 0, eused = 0;
+        bool ok = n == want->n + 1;
+        for (size_t k = 0; k < want->n; k++) {
+            const scenario_wait_range_t *g = &want->gaps[k];
+            int e = g->hi == LLONG_MAX ? snprintf(c->expected + eused, sizeof c->expected - eused, "%s>= %lld",
+                                                  k > 0 ? ", " : "", g->lo)
+                                       : snprintf(c->expected + eused, sizeof c->expected - eused, "%s%lld..%lld",
+                                                  k > 0 ? ", " : "", g->lo, g->hi);
+            if (e > 0 && (size_t)e < sizeof c->expected - eused)
+                eused += (size_t)e;
+        }
+        for (size_t k = 0; k + 1 < n; k++) {
+            double ms = -1;
+            if (calls[k]->reply_ns > 0 && calls[k + 1]->time_ns > 0)
+                ms = (double)(calls[k + 1]->time_ns - calls[k]->reply_ns) / 1e6;
+            bool in = ms >= 0 && k < want->n && ms >= (double)want->gaps[k].lo &&
+                      (want->gaps[k].hi == LLONG_MAX || ms < (double)want->gaps[k].hi + 1.0);
+            ok = ok && in;
+            int e = ms >= 0 ? snprintf(c->actual + used, sizeof c->actual - used, "%s%.1f", k > 0 ? ", " : "", ms)
+                            : snprintf(c->actual + used, sizeof c->actual - used, "%s(no reply seen)",
+                                       k > 0 ? ", " : "");
+            if (e > 0 && (size_t)e < sizeof c->actual - used)
+                used += (size_t)e;
+        }
+        if (n < 2)
+            snprintf(c->actual, sizeof c->actual, "%zu attempt%s: no wait", n, n == 1 ? "" : "s");
+        else if (used + 40 < sizeof c->actual)
+            snprintf(c->actual + used, sizeof c->actual - used, " ms (%zu attempts)", n);
+        c->ok = ok;
+        snprintf(c->desc, sizeof c->desc, "step %zu (line %d) retry waits of %.60s: %.60s ms", step + 1, st->line,
+                 want->name, c->expected);
+    }
+    free(calls);
 }
 
 /*
@@ -1569,6 +1637,8 @@ static size_t evaluate(run_t *r, final_checks_t *fc)
             sequence_check(r, fc, i, &st->expect.compensations, false);
         if (st->expect.events.given)
             sequence_check(r, fc, i, &st->expect.events, true);
+        if (st->expect.n_retry_waits > 0)
+            retry_wait_checks(r, fc, i);
         if (st->expect.n_barrier > 0) {
             char prefix[64];
             snprintf(prefix, sizeof prefix, "step %zu (line %d) ", i + 1, st->line);

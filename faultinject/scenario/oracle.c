@@ -29,8 +29,10 @@
  *                                               null_compensation
  * A duplicate or a refused late action writes nothing, so those are read
  * from the calls that reached the participant (the lab's trace copies) in
- * the same transaction: a call that was not answered with an error beyond
- * the rows that account for it is a duplicate; an action answered with an
+ * the same transaction: a call answered with success, or sent without a
+ * reply subject (a copy nobody waits for), beyond the rows that account
+ * for it is a duplicate (one whose due answer was not seen is not counted
+ * either way); an action answered with an
  * error after a null compensation of its transaction was refused late.
  * What a reply claims (its "outcome" field) is never the count; it is
  * checked against the state, so a participant that says "executed" for a
@@ -324,6 +326,8 @@ static void barrier_tx(const oracle_inputs_t *in, const char *service, const bar
             late += !c->compensation && a_null > 0 && c->time_ns > first_comp;
             continue;
         }
+        if (c->answer == 0 && c->awaited)
+            continue; /* an answer was due and not seen (lost, or not paired): what it did is unknown */
         if (c->compensation)
             s_comp++;
         else

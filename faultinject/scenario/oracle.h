@@ -17,6 +17,7 @@ typedef struct oracle_call {
     bool compensation;              /* Natomic-Phase: rollback                        */
     int64_t time_ns;                /* the callee's clock when it took the call       */
     int answer;                     /* 0 no reply seen, 1 a success reply, -1 an error */
+    bool awaited;                   /* it had a reply subject: an answer was expected */
     int code;                       /* an error reply's Nats-Service-Error-Code       */
     const char *type;               /* an error reply's Natomic-Error-Type, or ""     */
     const char *claimed;            /* a success reply's field "outcome", or NULL     */

@@ -79,7 +79,8 @@ static const char *const resume_keys[] = {"resume", "instance", NULL};
 static const char *const fault_keys[] = {"service", "instance", "point", "action", "times", "probability", NULL};
 static const char *const release_keys[] = {"service", "instance", "point", NULL};
 static const char *const call_expect_keys[] = {"reply",         "error",  "code",    "rollback", "timeout", "any",
-                                               "replayed",      "compensations", "events", "barrier", NULL};
+                                               "replayed",      "compensations", "events", "barrier", "retry_waits",
+                                               NULL};
 static const char *const expect_keys[] = {"eventually", "compensations", "dead_letters", "events",  "invariants",
                                           "state",      "violations",    "recoveries",   "barrier", "hold",
                                           NULL};
@@ -1031,6 +1032,90 @@ static int parse_sequence(parse_t *p, const yaml_node_t *n, const scenario_t *s,
     return 0;
 }
 
+/* One bound of retry_waits: "A..B" (inclusive, ms) or a comparison ("<= 39", ">= 20", "< 40", "> 19"). */
+static int parse_wait_range(parse_t *p, const yaml_node_t *n, const char *what, scenario_wait_range_t *out)
+{
+    out->line = line_of(n);
+    out->lo = 0;
+    out->hi = LLONG_MAX;
+    const char *t = text_of(n);
+    const char *dots = t != NULL ? strstr(t, "..") : NULL;
+    if (n->type == YAML_SCALAR_NODE && dots != NULL) {
+        char *end = NULL;
+        errno = 0;
+        long long lo = strtoll(t, &end, 10);
+        bool lo_ok = end == dots && end != t && errno == 0;
+        errno = 0;
+        long long hi = strtoll(dots + 2, &end, 10);
+        bool hi_ok = end != dots + 2 && *end == '\0' && errno == 0;
+        if (!lo_ok || !hi_ok || lo < 0 || hi < lo)
+            return fail(p, n, "%s: '%.40s' is not a range of milliseconds \"A..B\" with 0 <= A <= B", what, t);
+        out->lo = lo;
+        out->hi = hi;
+        return 0;
+    }
+    scenario_cmp_t op;
+    long long v = 0;
+    if (get_expected(p, n, what, 0, &op, &v) != 0)
+        return -1;
+    switch (op) {
+    case CMP_EQ: out->lo = out->hi = v; break;
+    case CMP_LT: out->hi = v - 1; break;
+    case CMP_LE: out->hi = v; break;
+    case CMP_GT: out->lo = v + 1; break;
+    case CMP_GE: out->lo = v; break;
+    case CMP_NE: return fail(p, n, "%s: a wait is bounded with \"A..B\", <, <=, > or >=, not !=", what);
+    }
+    if (out->hi < out->lo)
+        return fail(p, n, "%s: no wait can be '%.40s'", what, t != NULL ? t : "");
+    return 0;
+}
+
+/* retry_waits: {<service>.<method>: [range, ...], ...}: one range per wait between two attempts. */
+static int parse_retry_waits(parse_t *p, const yaml_node_t *n, const scenario_t *s, scenario_waits_t **out,
+                             size_t *n_out)
+{
+    if (expect_map(p, n, "retry_waits") != 0)
+        return -1;
+    size_t count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (count == 0)
+        return fail(p, n, "retry_waits is empty: name a compensation and its waits in ms, e.g. {payments.refund: "
+                          "[\"20..39\", \"40..79\"]}");
+    if ((*out = calloc(count, sizeof **out)) == NULL)
+        return fail(p, n, "out of memory");
+    *n_out = 0;
+    for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+        const yaml_node_t *k = node_at(p, pr->key), *v = node_at(p, pr->value);
+        if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE)
+            return fail(p, k != NULL ? k : n, "keys of retry_waits are <service>.<method>");
+        scenario_waits_t *w = &(*out)[(*n_out)++];
+        w->line = line_of(k);
+        if (get_string(p, k, "retry_waits", &w->name) != 0 ||
+            check_service_dotted(p, k, s, w->name, "retry_waits", "<service>.<method>") != 0)
+            return -1;
+        for (scenario_waits_t *q = *out; q < w; q++)
+            if (strcmp(q->name, w->name) == 0)
+                return fail(p, k, "'%.80s' given twice in retry_waits", w->name);
+        if (expect_list(p, v, "the waits of a compensation") != 0)
+            return -1;
+        size_t m = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+        if (m == 0)
+            return fail(p, v, "the waits of %s are a non-empty list, one range per retry, e.g. [\"20..39\"]",
+                        w->name);
+        if ((w->gaps = calloc(m, sizeof *w->gaps)) == NULL)
+            return fail(p, v, "out of memory");
+        for (size_t i = 0; i < m; i++) {
+            const yaml_node_t *item = node_at(p, v->data.sequence.items.start[i]);
+            if (item == NULL)
+                return fail(p, v, "broken YAML document");
+            if (parse_wait_range(p, item, "a wait of retry_waits", &w->gaps[i]) != 0)
+                return -1;
+            w->n++;
+        }
+    }
+    return 0;
+}
+
 /* barrier: {<service>: {<outcome>: value, ...}, ...} into checks keyed "<service>.<outcome>". */
 static int parse_barrier(parse_t *p, const yaml_node_t *n, const scenario_t *s, scenario_check_t **out,
                          size_t *n_out)
@@ -1093,7 +1178,7 @@ static int parse_barrier(parse_t *p, const yaml_node_t *n, const scenario_t *s, 
 static int parse_call_outcomes(parse_t *p, const yaml_node_t *n, const scenario_t *s, const scenario_step_t *st,
                                bool seed_data, scenario_call_expect_t *e)
 {
-    static const char *const keys[] = {"compensations", "events", "barrier"};
+    static const char *const keys[] = {"compensations", "events", "barrier", "retry_waits"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         const yaml_node_t *v = map_get(p, n, keys[i]);
         if (v == NULL)
@@ -1111,6 +1196,9 @@ static int parse_call_outcomes(parse_t *p, const yaml_node_t *n, const scenario_
     if ((v = map_get(p, n, "events")) != NULL && parse_sequence(p, v, s, "events", "<service>.<type>", &e->events) != 0)
         return -1;
     if ((v = map_get(p, n, "barrier")) != NULL && parse_barrier(p, v, s, &e->barrier, &e->n_barrier) != 0)
+        return -1;
+    if ((v = map_get(p, n, "retry_waits")) != NULL &&
+        parse_retry_waits(p, v, s, &e->retry_waits, &e->n_retry_waits) != 0)
         return -1;
     return 0;
 }
@@ -1797,6 +1885,11 @@ static void steps_free(scenario_step_t *steps, size_t n)
         seq_free(&st->expect.compensations);
         seq_free(&st->expect.events);
         checks_free(st->expect.barrier, st->expect.n_barrier);
+        for (size_t k = 0; k < st->expect.n_retry_waits; k++) {
+            free(st->expect.retry_waits[k].name);
+            free(st->expect.retry_waits[k].gaps);
+        }
+        free(st->expect.retry_waits);
         fault_clear(&st->fault);
     }
     free(steps);

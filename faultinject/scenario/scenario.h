@@ -28,6 +28,7 @@
  *                compensations: [payments.refund, inventory.release],  # in the order they ran
  *                events: [],                                           # [{orders.order_created: {qty: 1}}]
  *                barrier: {payments: {null_compensation: 1}}}          # from its natomic_barrier table
+ *       # retry_waits: {payments.refund: ["20..39", "40..79"]}  # ms between a compensation's attempts
  *     - call: orders.create_order
  *       request: {customer: ann, sku: book, qty: 1, amount: 100}
  *       idempotency_key: "ann-{i}" # sent as Natomic-Idempotency-Key; "{i}" templates too
@@ -115,6 +116,24 @@ typedef struct scenario_seq {
     int line;
 } scenario_seq_t;
 
+/*
+ * The waits between the attempts of one retried compensation: retry_waits:
+ * {payments.refund: ["20..39", "40..79"]} -- the k-th entry bounds the k-th
+ * wait, in ms, from the participant's reply to attempt k to its taking of
+ * attempt k+1 (both by the participant's clock, from its trace copies).
+ */
+typedef struct scenario_wait_range {
+    long long lo, hi;       /* inclusive, ms; hi = LLONG_MAX: no upper bound           */
+    int line;
+} scenario_wait_range_t;
+
+typedef struct scenario_waits {
+    char *name;             /* "<service>.<method>" of the compensation               */
+    scenario_wait_range_t *gaps;
+    size_t n;
+    int line;
+} scenario_waits_t;
+
 /* What a call step expects. */
 typedef struct scenario_call_expect {
     bool any;               /* anything goes (random faults): only recorded           */
@@ -130,6 +149,8 @@ typedef struct scenario_call_expect {
     scenario_seq_t events;        /* its events, in the order they were published      */
     scenario_check_t *barrier;    /* key "<service>.<outcome>": barrier outcome counts */
     size_t n_barrier;
+    scenario_waits_t *retry_waits; /* the backoff between a compensation's attempts    */
+    size_t n_retry_waits;
 } scenario_call_expect_t;
 
 typedef struct scenario_fault {

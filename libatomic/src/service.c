@@ -240,8 +240,10 @@ static void trace(natomic_service_t *svc, const char *kind, natsMsg *req, natsMs
         }
         free((void *)keys);
     }
+    /* Only when there is one: nats.c 3.4.1 reads an empty header value as the next header line. */
     const char *inbox = natsMsg_GetReply(req);
-    natsMsgHeader_Set(t, "Natomic-Reply-To", inbox != NULL ? inbox : "");
+    if (inbox != NULL && *inbox != '\0')
+        natsMsgHeader_Set(t, "Natomic-Reply-To", inbox);
     /* When it happened here, by this process's clock: observers order by it, not by arrival. */
     char now[32];
     snprintf(now, sizeof now, "%lld", (long long)at_ns);
@@ -437,7 +439,10 @@ static void call_succeeded(natomic_service_t *svc, natsMsg *msg, natomic_ctx_t *
     size_t len = 0;
     uint8_t *data = natomic__pack(reply, &len);
     natomic__cmdlist_clear(&ctx->rollbacks);
-    natomic__saga_delete(ctx); /* committed: recovery would only find the decision and delete it */
+    /* An error here leaves the record as a failed delete would: recovery finds it, reads the
+       decision (committed) and only deletes it. A crash leaves it for the restarted process. */
+    if (ctx->saga.revision == 0 || NATOMIC_FAULT("natomic/before_saga_delete") != NATOMIC_FAULT_ERROR)
+        natomic__saga_delete(ctx); /* committed: recovery would only find the decision and delete it */
     natomic_outcome_t dispatched = run_list(svc, ctx, false);
     if (data != NULL) {
         answer(svc, msg, ctx, data, len, NATOMIC_OK, NULL, NULL, NATOMIC_OUTCOME_NONE, dispatched);
