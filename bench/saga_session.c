@@ -1,5 +1,5 @@
 /*
- * saga_session.c -- NATS and the order saga's four services for one
+ * saga_session.c -- NATS and one variant of the order saga for one
  * measurement, and the benchmark's client of them.
  *
  * A session is:
@@ -7,7 +7,13 @@
  *      with JetStream in a fresh temporary folder, and inventory,
  *      payments, orders, notifications as child processes, each behind
  *      the supervisor's pass-through TCP proxy, in the mode asked for
- *      (supervisor_t.durable -> NATOMIC_MODE);
+ *      (supervisor_t.durable -> NATOMIC_MODE). For the hand-written saga
+ *      and the chain the children are natomic-raw-saga: the supervisor
+ *      runs $NATOMIC_SERVICES_DIR/<name>/<name>, so the session makes
+ *      that folder in its own temporary folder with links named after
+ *      the roles (raw-roles/orders/orders -> natomic-raw-saga, ...) and
+ *      points the variable there while it adds them -- the same proxies,
+ *      logs, start checks and stop as the library's services get;
  *   2. two connections of this process, straight to NATS (no proxy): the
  *      callers' (shared by every client thread, as one client process
  *      with many threads) and the listener of events.orders.order_created,
@@ -32,6 +38,9 @@
  *   notified   notifications.list(customer) holds n notifications
  * Events and notifications travel asynchronously, so the check waits for
  * them (bounded: EVENT_WAIT_MS, NOTIFY_WAIT_MS) before it judges.
+ * The hand-written saga (natomic-raw-saga) answers the same methods with
+ * the same rows and events, so it is checked the same way; the chain
+ * stores nothing and is not checked at all (saga_check_t.checked false).
  *
  * Failures: start and seed failures return -1 after a message and leave
  * nothing running; a failed call is reported with its kind, type and
@@ -39,11 +48,15 @@
  */
 #include "saga_session.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bench_budget.h"
 #include "inventory.pb-c.h"
@@ -61,8 +74,18 @@
 #define NOTIFY_CHECK_MAX 4000
 #define SUPERVISOR_SEED 1ULL
 
+/* The processes of each variant, in the order they start: the callees before their callers. */
 static const char *const saga_services[] = {"inventory", "payments", "orders", "notifications"};
+static const char *const chain_services[] = {"chain-b", "chain-c", "chain-a"};
 #define N_SAGA_SERVICES (sizeof saga_services / sizeof saga_services[0])
+#define N_CHAIN_SERVICES (sizeof chain_services / sizeof chain_services[0])
+
+const char *const saga_variant_names[SAGA_VARIANT_COUNT] = {"raw", "chain", "memory", "durable"};
+
+bool saga_variant_has_invariants(saga_variant_t variant)
+{
+    return variant != SAGA_CHAIN;
+}
 
 /* A growable list of strings, owned. */
 typedef struct strings {
@@ -73,6 +96,10 @@ typedef struct strings {
 struct saga_session {
     supervisor_t sv;
     bool sv_started;
+    saga_variant_t variant;
+    const char *const *services; /* the variant's processes             */
+    size_t n_services;
+    const char *order_subject;   /* "orders.create_order", or the chain's */
     natsConnection *client;   /* the callers'                         */
     natsConnection *event_nc; /* the event listener's                 */
     natsSubscription *event_sub;
@@ -188,15 +215,108 @@ void saga_session_print_logs(saga_session_t *s, int lines)
 {
     if (s == NULL || !s->sv_started)
         return;
-    for (size_t i = 0; i < N_SAGA_SERVICES; i++) {
-        char *tail = supervisor_log_tail(&s->sv, saga_services[i], lines);
+    for (size_t i = 0; i < s->n_services; i++) {
+        char *tail = supervisor_log_tail(&s->sv, s->services[i], lines);
         if (tail != NULL)
-            fprintf(stderr, "natomic-bench-saga: the end of %s's log:\n%s", saga_services[i], tail);
+            fprintf(stderr, "natomic-bench-saga: the end of %s's log:\n%s", s->services[i], tail);
         free(tail);
     }
 }
 
+/* natomic-raw-saga: $NATOMIC_RAW_SAGA, else raw_saga/natomic-raw-saga beside this program. 0, or -1 with a message. */
+static int raw_saga_binary(char *out, size_t cap)
+{
+    const char *env = getenv("NATOMIC_RAW_SAGA");
+    int rc;
+    if (env != NULL && *env != '\0') {
+        int w = snprintf(out, cap, "%s", env);
+        rc = w > 0 && (size_t)w < cap ? 0 : -1;
+    } else {
+        rc = lab_sibling_path(out, cap, "raw_saga/natomic-raw-saga");
+    }
+    char resolved[PATH_MAX];
+    if (rc != 0 || access(out, X_OK) != 0 || realpath(out, resolved) == NULL) {
+        fprintf(stderr, "natomic-bench-saga: no natomic-raw-saga at %s (%s; set NATOMIC_RAW_SAGA)\n",
+                rc != 0 ? "(path too long)" : out, rc != 0 ? "" : strerror(errno));
+        return -1;
+    }
+    /* Absolute: the links that point at it live in another folder. */
+    if (snprintf(out, cap, "%s", resolved) >= (int)cap) {
+        fprintf(stderr, "natomic-bench-saga: the path of natomic-raw-saga is too long\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* The supervisor's service folder for natomic-raw-saga: <dir>/raw-roles/<role>/<role> -> the binary. 0 or -1. */
+static int make_role_links(char *dir, size_t cap, const supervisor_t *sv, const char *const *roles, size_t n)
+{
+    char bin[1024], path[1200];
+    if (raw_saga_binary(bin, sizeof bin) != 0)
+        return -1;
+    int w = snprintf(dir, cap, "%s/raw-roles", sv->dir);
+    if (w <= 0 || (size_t)w >= cap || (mkdir(dir, 0755) != 0 && errno != EEXIST)) {
+        fprintf(stderr, "natomic-bench-saga: cannot make %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, roles[i]);
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "natomic-bench-saga: cannot make %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+        snprintf(path, sizeof path, "%s/%s/%s", dir, roles[i], roles[i]);
+        if (symlink(bin, path) != 0 && errno != EEXIST) {
+            fprintf(stderr, "natomic-bench-saga: cannot link %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Adds the session's processes through the supervisor; for the raw variants with
+ * NATOMIC_SERVICES_DIR pointing at the role links for the time of the adds (the
+ * supervisor reads it there; it is put back after). The environment changes on the
+ * thread that starts sessions, while no other thread of this program reads it: the
+ * proxies never do, nats.c only when the library opens. 0, or -1 with a message.
+ */
+static int add_services(saga_session_t *s, const char *orders_faults)
+{
+    bool raw = s->variant == SAGA_RAW || s->variant == SAGA_CHAIN;
+    char links[512], *saved = NULL;
+    if (raw) {
+        if (make_role_links(links, sizeof links, &s->sv, s->services, s->n_services) != 0)
+            return -1;
+        const char *old = getenv("NATOMIC_SERVICES_DIR");
+        if (old != NULL && (saved = strdup(old)) == NULL) {
+            fprintf(stderr, "natomic-bench-saga: out of memory\n");
+            return -1;
+        }
+        setenv("NATOMIC_SERVICES_DIR", links, 1);
+    }
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < s->n_services; i++) {
+        const char *faults = !raw && strcmp(s->services[i], "orders") == 0 ? orders_faults : NULL;
+        if (bench_should_stop() || supervisor_add_service(&s->sv, s->services[i], 1, faults) != 0)
+            rc = -1;
+    }
+    if (raw) {
+        if (saved != NULL)
+            setenv("NATOMIC_SERVICES_DIR", saved, 1);
+        else
+            unsetenv("NATOMIC_SERVICES_DIR");
+        free(saved);
+    }
+    return rc;
+}
+
 int saga_session_start(saga_session_t **out, bool durable, const char *orders_faults)
+{
+    return saga_session_start_variant(out, durable ? SAGA_DURABLE : SAGA_MEMORY, orders_faults);
+}
+
+int saga_session_start_variant(saga_session_t **out, saga_variant_t variant, const char *orders_faults)
 {
     saga_session_t *s = calloc(1, sizeof *s);
     if (s == NULL) {
@@ -204,20 +324,22 @@ int saga_session_start(saga_session_t **out, bool durable, const char *orders_fa
         return -1;
     }
     pthread_mutex_init(&s->mu, NULL);
+    s->variant = variant;
+    bool chain = variant == SAGA_CHAIN;
+    s->services = chain ? chain_services : saga_services;
+    s->n_services = chain ? N_CHAIN_SERVICES : N_SAGA_SERVICES;
+    s->order_subject = chain ? "chain-a.create_order" : "orders.create_order";
     if (supervisor_start(&s->sv, SUPERVISOR_SEED) != 0) {
         saga_session_stop(s);
         return -1; /* it said why */
     }
     s->sv_started = true;
-    s->sv.durable = durable;
-    for (size_t i = 0; i < N_SAGA_SERVICES; i++) {
-        const char *faults = strcmp(saga_services[i], "orders") == 0 ? orders_faults : NULL;
-        if (bench_should_stop() || supervisor_add_service(&s->sv, saga_services[i], 1, faults) != 0) {
-            if (!bench_should_stop())
-                saga_session_print_logs(s, 20);
-            saga_session_stop(s);
-            return -1;
-        }
+    s->sv.durable = variant == SAGA_DURABLE;
+    if (add_services(s, orders_faults) != 0) {
+        if (!bench_should_stop())
+            saga_session_print_logs(s, 20);
+        saga_session_stop(s);
+        return -1;
     }
     natomic_status_t st = natomic_connect(&s->client, s->sv.nats.url, NULL);
     if (st == NATOMIC_OK)
@@ -285,6 +407,8 @@ static natomic_status_t query(ProtobufCMessage **reply, natsConnection *nc, cons
 
 int saga_session_seed(saga_session_t *s, long long stock, long long money)
 {
+    if (!saga_variant_has_invariants(s->variant))
+        return 0;
     ProtobufCMessage *reply = NULL;
     Inventory__RestockRequest restock = INVENTORY__RESTOCK_REQUEST__INIT;
     restock.sku = SAGA_SKU;
@@ -320,7 +444,7 @@ natomic_status_t saga_session_order(saga_session_t *s, natsConnection *nc, int64
     req.qty = SAGA_QTY;
     req.amount = SAGA_AMOUNT;
     ProtobufCMessage *reply = NULL;
-    natomic_status_t st = natomic_request(&reply, nc, "orders.create_order", &req.base,
+    natomic_status_t st = natomic_request(&reply, nc, s->order_subject, &req.base,
                                           &orders__order_reply__descriptor, timeout_ms, info);
     if (st != NATOMIC_OK)
         return st;
@@ -352,7 +476,7 @@ static int order_or_complain(saga_session_t *s, natsConnection *nc)
     natomic_status_t st = saga_session_order(s, nc, CALL_TIMEOUT_MS, NULL, &info);
     if (st == NATOMIC_OK)
         return 0;
-    fprintf(stderr, "natomic-bench-saga: orders.create_order failed: %s (%s%s%s)\n", natomic_strerror(st), info.type,
+    fprintf(stderr, "natomic-bench-saga: %s failed: %s (%s%s%s)\n", s->order_subject, natomic_strerror(st), info.type,
             info.type[0] != '\0' ? ": " : "", info.message);
     return -1;
 }
@@ -536,6 +660,15 @@ int saga_session_check(saga_session_t *s, saga_check_t *out)
 {
     saga_check_t c;
     memset(&c, 0, sizeof c);
+    if (!saga_variant_has_invariants(s->variant)) {
+        c.ok = true; /* nothing kept, nothing to check: c.checked stays false */
+        pthread_mutex_lock(&s->mu);
+        c.orders = (long long)s->orders.count;
+        pthread_mutex_unlock(&s->mu);
+        *out = c;
+        return 0;
+    }
+    c.checked = true;
     pthread_mutex_lock(&s->mu);
     c.orders = (long long)s->orders.count;
     long long restocked = s->restocked, deposited = s->deposited;

@@ -1,10 +1,15 @@
 /*
- * saga_session.h -- one session of the saga benchmark: NATS and the four
- * services of the order saga started through the lab's supervisor, in
- * memory or durable mode, and the benchmark's client of them: seeding,
- * create_order calls (timed one by one or from concurrent clients), the
- * order_created events it hears, and the checks of the example domain
- * made from outside, through the services' own methods.
+ * saga_session.h -- one session of the saga benchmark: NATS and the
+ * processes of one variant of the order saga started through the lab's
+ * supervisor, and the benchmark's client of them: seeding, create_order
+ * calls (timed one by one or from concurrent clients), the order_created
+ * events it hears, and the checks of the example domain made from
+ * outside, through the services' own methods.
+ *
+ * The variants (saga_variant_t): the four services of services/ on
+ * libnatomic in memory or in durable mode; the same four written by hand
+ * (bench/raw_saga, natomic-raw-saga); and the bare chain -- the same
+ * messages, nothing stored -- which has no invariants to check.
  *
  * Every order is customer SAGA_CUSTOMER buying SAGA_QTY of SAGA_SKU for
  * SAGA_AMOUNT cents, so the session knows what the stock, the money and
@@ -32,12 +37,28 @@
 
 typedef struct saga_session saga_session_t;
 
+/* What answers orders.create_order, in the order a round measures them. */
+typedef enum saga_variant {
+    SAGA_RAW,     /* the saga by hand: natomic-raw-saga as orders, inventory, payments, notifications */
+    SAGA_CHAIN,   /* natomic-raw-saga as chain-a -> chain-b, chain-c: the messages, nothing stored   */
+    SAGA_MEMORY,  /* the services of services/ on libnatomic, memory mode                             */
+    SAGA_DURABLE, /* the same, durable mode                                                          */
+    SAGA_VARIANT_COUNT
+} saga_variant_t;
+
+/* "raw", "chain", "memory", "durable". */
+extern const char *const saga_variant_names[SAGA_VARIANT_COUNT];
+
+/* Whether the variant keeps the saga's state, so that saga_session_check() has invariants to check. */
+bool saga_variant_has_invariants(saga_variant_t variant);
+
 /*
  * The invariants after a measurement, read from outside: get_stock,
  * get_balance, get_order of every order, the order_created events heard,
  * notifications.list. `ok` when all held; `failed` names each that broke.
  */
 typedef struct saga_check {
+    bool checked;          /* false for a variant without invariants (the chain): then ok   */
     bool ok;
     bool stock_ok;         /* available + reserved = restocked; reserved = orders x qty     */
     bool money_ok;         /* balance + charged = deposited; charged = orders x amount       */
@@ -63,6 +84,14 @@ typedef struct saga_check {
  */
 int saga_session_start(saga_session_t **out, bool durable, const char *orders_faults);
 
+/*
+ * The same for any variant. SAGA_RAW and SAGA_CHAIN run natomic-raw-saga
+ * (raw_saga/natomic-raw-saga beside this program, or $NATOMIC_RAW_SAGA)
+ * through the supervisor, under links named after the roles in the
+ * session's folder; `orders_faults` applies to the library's orders only.
+ */
+int saga_session_start_variant(saga_session_t **out, saga_variant_t variant, const char *orders_faults);
+
 /* Stops everything it started (supervisor_stop) and frees it. NULL is a no-op. */
 void saga_session_stop(saga_session_t *s);
 
@@ -73,11 +102,12 @@ natsConnection *saga_session_client(saga_session_t *s);
 /* Prints the last `lines` lines of each service's log on stderr, for a failure. */
 void saga_session_print_logs(saga_session_t *s, int lines);
 
-/* inventory.restock(SAGA_SKU, stock) and payments.deposit(SAGA_CUSTOMER, money). 0, or -1 with a message. */
+/* inventory.restock(SAGA_SKU, stock) and payments.deposit(SAGA_CUSTOMER, money) (the chain: nothing to seed).
+ * 0, or -1 with a message. */
 int saga_session_seed(saga_session_t *s, long long stock, long long money);
 
 /*
- * One orders.create_order on `nc`. NATOMIC_OK when the reply said
+ * One orders.create_order (the chain: chain-a.create_order) on `nc`. NATOMIC_OK when the reply said
  * 'confirmed' (the order id is recorded, and copied to order_id when not
  * NULL); otherwise the status (NATOMIC_EBADREPLY for a reply that is not
  * 'confirmed'), `info` (may be NULL) filled, nothing recorded.
@@ -103,7 +133,8 @@ int saga_session_throughput(saga_session_t *s, int clients, int warmup, int call
  * Checks the invariants (see saga_check_t), waiting (bounded) for the
  * events and notifications still on their way. 0 with *out filled (out->ok
  * says whether they held), or -1 with a message when a check could not be
- * made (a service did not answer).
+ * made (a service did not answer). The chain has none: 0 with out->checked
+ * false and out->ok true.
  */
 int saga_session_check(saga_session_t *s, saga_check_t *out);
 
