@@ -183,6 +183,7 @@ typedef struct observed_call {
     bool compensation;       /* Natomic-Phase: rollback                               */
     int64_t time_ns;         /* the callee's clock when it took the call (Natomic-Time-Ns) */
     int64_t reply_ns;        /* the callee's clock when its reply left; 0: none seen   */
+    long long backoff_ms;    /* Natomic-Backoff-Ms: the caller's wait before it; -1 none */
     json_t *request;         /* decoded, or NULL                                      */
     const ProtobufCMessageDescriptor *reply_desc;
     int answer;              /* 0 none yet, 1 success, -1 error                        */
@@ -383,6 +384,8 @@ static void tap_call(run_t *r, const char *subject, natsMsg *m)
         snprintf(c->inbox, sizeof c->inbox, "%s", inbox != NULL ? inbox : "");
         c->compensation = compensation;
         c->time_ns = at_ns;
+        const char *backoff = hdr(m, NATOMIC_HDR_BACKOFF_MS);
+        c->backoff_ms = backoff != NULL ? strtoll(backoff, NULL, 10) : -1;
         c->request = request;
         c->reply_desc = mt != NULL ? mt->reply : NULL;
         request = NULL;
@@ -1457,9 +1460,16 @@ static int by_call_time(const void *a, const void *b)
 
 /*
  * retry_waits of one step: the attempts of each named compensation in the
- * step's transaction, by the participant's clock; wait k runs from its
- * reply to attempt k to its taking of attempt k+1. One check per
- * compensation: as many waits as ranges, each within its range.
+ * step's transaction, ordered by the participant's clock. Wait k is what
+ * the caller says it waited before attempt k+1 (Natomic-Backoff-Ms, from
+ * its retry policy), and it must be true: the participant's reply to
+ * attempt k and its taking of attempt k+1 (its own clock, trace copies)
+ * lie at least that far apart. The said wait is what is compared with the
+ * range: the measured gap adds the loopback trips and, on a loaded
+ * machine, the scheduler's delays -- tens of ms at worst -- so a check on
+ * it alone could not tell a policy from a busy machine. One check per
+ * compensation: as many waits as ranges, each said wait within its range
+ * and none longer than the gap measured around it.
  */
 static void retry_wait_checks(run_t *r, final_checks_t *fc, size_t step)
 {
@@ -1483,21 +1493,33 @@ static void retry_wait_checks(run_t *r, final_checks_t *fc, size_t step)
             const scenario_wait_range_t *g = &want->gaps[k];
             int e = g->hi == LLONG_MAX ? snprintf(c->expected + eused, sizeof c->expected - eused, "%s>= %lld",
                                                   k > 0 ? ", " : "", g->lo)
+                    : g->lo == g->hi   ? snprintf(c->expected + eused, sizeof c->expected - eused, "%s%lld",
+                                                  k > 0 ? ", " : "", g->lo)
                                        : snprintf(c->expected + eused, sizeof c->expected - eused, "%s%lld..%lld",
                                                   k > 0 ? ", " : "", g->lo, g->hi);
             if (e > 0 && (size_t)e < sizeof c->expected - eused)
                 eused += (size_t)e;
         }
         for (size_t k = 0; k + 1 < n; k++) {
-            double ms = -1;
+            long long said = calls[k + 1]->backoff_ms;
+            double gap = -1;
             if (calls[k]->reply_ns > 0 && calls[k + 1]->time_ns > 0)
-                ms = (double)(calls[k + 1]->time_ns - calls[k]->reply_ns) / 1e6;
-            bool in = ms >= 0 && k < want->n && ms >= (double)want->gaps[k].lo &&
-                      (want->gaps[k].hi == LLONG_MAX || ms < (double)want->gaps[k].hi + 1.0);
+                gap = (double)(calls[k + 1]->time_ns - calls[k]->reply_ns) / 1e6;
+            /* 1 ms of slack: the two stamps are whole clock readings around the caller's sleep. */
+            bool in = said >= 0 && k < want->n && said >= want->gaps[k].lo && said <= want->gaps[k].hi &&
+                      gap >= 0 && gap + 1.0 >= (double)said;
             ok = ok && in;
-            int e = ms >= 0 ? snprintf(c->actual + used, sizeof c->actual - used, "%s%.1f", k > 0 ? ", " : "", ms)
-                            : snprintf(c->actual + used, sizeof c->actual - used, "%s(no reply seen)",
-                                       k > 0 ? ", " : "");
+            char said_text[32], gap_text[32];
+            if (said >= 0)
+                snprintf(said_text, sizeof said_text, "%lld", said);
+            else
+                snprintf(said_text, sizeof said_text, "no Natomic-Backoff-Ms");
+            if (gap >= 0)
+                snprintf(gap_text, sizeof gap_text, "%.1f", gap);
+            else
+                snprintf(gap_text, sizeof gap_text, "no reply seen");
+            int e = snprintf(c->actual + used, sizeof c->actual - used, "%s%s (gap %s)", k > 0 ? ", " : "", said_text,
+                             gap_text);
             if (e > 0 && (size_t)e < sizeof c->actual - used)
                 used += (size_t)e;
         }

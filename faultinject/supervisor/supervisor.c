@@ -246,7 +246,7 @@ static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_
     char bin[1024], url[64], env_faults[1100], env_seed[64], env_tmp[300], env_mode[32], env_instance[64];
     if (service_binary(bin, sizeof bin, s->name) != 0)
         return -1;
-    snprintf(url, sizeof url, "nats://127.0.0.1:%d", fault_proxy_port(s->proxy));
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d", s->proxy != NULL ? fault_proxy_port(s->proxy) : sv->nats.port);
     /* Set even when empty: a restart must not inherit faults from the lab's own environment. */
     snprintf(env_faults, sizeof env_faults, "NATOMIC_FAULTS=%s", first_start ? s->faults : "");
     snprintf(env_seed, sizeof env_seed, "NATOMIC_FAULT_SEED=%llu", sv->seed);
@@ -435,7 +435,7 @@ int supervisor_add_service_for(supervisor_t *sv, const char *name, int instances
         else
             snprintf(x->log_path, sizeof x->log_path, "%s/%s-%d.log", sv->dir, name, started);
         snprintf(x->faults, sizeof x->faults, "%s", faults != NULL && (instance < 0 || instance == started) ? faults : "");
-        if (fault_proxy_start(&x->proxy, sv->nats.port) != 0)
+        if (!sv->direct && fault_proxy_start(&x->proxy, sv->nats.port) != 0)
             break;
         if (spawn_instance(sv, x, true) != 0) {
             fault_proxy_stop(x->proxy);
@@ -652,6 +652,10 @@ int supervisor_link(supervisor_t *sv, const char *name, fault_proxy_mode_t mode,
         return -1;
     if (mode < FAULT_PROXY_PASS || mode > FAULT_PROXY_DELAY || (mode == FAULT_PROXY_DELAY && delay_ms < 0)) {
         fail_msg("%s: bad link mode %d (delay %d ms)", name, (int)mode, delay_ms);
+        return -1;
+    }
+    if (sv->direct) {
+        fail_msg("%s: no fault proxy to set: the services connect straight to NATS (supervisor_t.direct)", name);
         return -1;
     }
     for (int i = 0; i < n; i++)

@@ -60,6 +60,10 @@ typedef struct supervisor {
     natsConnection *nc;     /* the supervisor's own client (direct, no proxy)       */
     bool durable;           /* services run in durable mode (set before adding them;
                                supervisor_start leaves memory mode)                 */
+    bool direct;            /* services connect straight to NATS, no fault proxy (set
+                               before adding them): for benchmarks, where the proxy's
+                               copying would be counted as the services' cost; link
+                               faults (supervisor_link) are then refused             */
     /* The watcher (supervisor_watch), and the lock that keeps it apart from the process
        faults: kill, restart, pause, resume, run-time faults and stop take it. */
     pthread_mutex_t mu;

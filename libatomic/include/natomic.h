@@ -117,6 +117,8 @@ NATOMIC_API natomic_status_t natomic_error_kind(int code);
 #define NATOMIC_HDR_EVENT_ID    "Natomic-Event-Id"
 #define NATOMIC_HDR_EVENT_TYPE  "Natomic-Event-Type"
 #define NATOMIC_HDR_BRANCH      "Natomic-Branch"      /* saga step: the same on an action and its compensation */
+#define NATOMIC_HDR_ATTEMPT     "Natomic-Attempt"     /* a call made by a command: its attempt, 1.. */
+#define NATOMIC_HDR_BACKOFF_MS  "Natomic-Backoff-Ms"  /* ... and, from attempt 2, the wait before it, ms */
 #define NATOMIC_HDR_IDEMPOTENCY_KEY "Natomic-Idempotency-Key" /* request: replay the first outcome */
 #define NATOMIC_HDR_REPLAYED    "Natomic-Replayed"    /* reply: "true" when it is a stored outcome */
 #define NATOMIC_HDR_TIME_NS     "Natomic-Time-Ns"     /* trace copies, events: the sender's wall clock, ns */

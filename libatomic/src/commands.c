@@ -149,13 +149,22 @@ static natomic_cmd_end_t run_one(natomic_command_t *cmd, natomic_ctx_t *ctx, con
 {
     natomic_status_t st = NATOMIC_EINTERNAL;
     for (int attempt = 1; attempt <= policy->attempts; attempt++) {
+        int64_t wait_ms = 0;
         if (attempt > 1) {
             if (hooks != NULL && hooks->stop != NULL && hooks->stop(ctx, hooks->user))
                 return NATOMIC_CMD_DEFERRED; /* stopping: left for whoever runs the list next */
             report->retries++;
-            natomic__sleep_ms(natomic__backoff_ms(policy, attempt - 1));
+            wait_ms = natomic__backoff_ms(policy, attempt - 1);
+            natomic__sleep_ms(wait_ms);
+        }
+        if (ctx != NULL) {
+            /* Told to the callee with the command's calls (Natomic-Attempt, Natomic-Backoff-Ms). */
+            ctx->attempt = attempt;
+            ctx->backoff_ms = wait_ms;
         }
         st = run_attempt(cmd, ctx, list_kind);
+        if (ctx != NULL)
+            ctx->attempt = 0;
         if (st == NATOMIC_OK)
             return NATOMIC_CMD_DONE;
         natomic__log(NATOMIC_LOG_WARN, ctx ? ctx->service_name : NULL, "%s command '%s' failed (attempt %d/%d): %s",

@@ -154,6 +154,8 @@ struct natomic_ctx {
     natomic_arena_block_t *arena;
     bool commands_running;      /* registration is refused while lists run     */
     const char *phase;          /* "rollback" or "dispatch" while a list runs   */
+    int attempt;                /* while a command runs: its attempt (1..)      */
+    int64_t backoff_ms;         /* ... and the wait before it (0 for the first)  */
     char event_id[NATOMIC_ID_LEN + 1 + 32]; /* set for event handlers          */
     /* durable mode and idempotency */
     natomic_saga_t saga;

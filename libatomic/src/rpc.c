@@ -131,6 +131,15 @@ natsStatus natomic__set_call_headers(natsMsg *m, natomic_ctx_t *ctx, int64_t tim
         s = natsMsgHeader_Set(m, NATOMIC_HDR_CALLER, ctx->service_name);
     if (s == NATS_OK && ctx->phase != NULL)
         s = natsMsgHeader_Set(m, NATOMIC_HDR_PHASE, ctx->phase);
+    if (s == NATS_OK && ctx->phase != NULL && ctx->attempt > 0) {
+        /* Which attempt of its command, and how long the caller waited before it. */
+        snprintf(buf, sizeof buf, "%d", ctx->attempt);
+        s = natsMsgHeader_Set(m, NATOMIC_HDR_ATTEMPT, buf);
+        if (s == NATS_OK && ctx->attempt > 1) {
+            snprintf(buf, sizeof buf, "%" PRId64, ctx->backoff_ms);
+            s = natsMsgHeader_Set(m, NATOMIC_HDR_BACKOFF_MS, buf);
+        }
+    }
     if (s == NATS_OK) {
         /* The chain is bounded: the oldest ancestors go first. */
         char chain[sizeof ctx->chain + NATOMIC_ID_LEN + 2];
