@@ -28,7 +28,7 @@
  *                compensations: [payments.refund, inventory.release],  # in the order they ran
  *                events: [],                                           # [{orders.order_created: {qty: 1}}]
  *                barrier: {payments: {null_compensation: 1}}}          # from its natomic_barrier table
- *       # retry_waits: {payments.refund: ["20..39", "40..79"]}  # ms between a compensation's attempts
+ *       # retry_waits: {payments.refund: [20, 40]}  # the waits before a compensation's retries, ms
  *     - call: orders.create_order
  *       request: {customer: ann, sku: book, qty: 1, amount: 100}
  *       idempotency_key: "ann-{i}" # sent as Natomic-Idempotency-Key; "{i}" templates too
@@ -117,10 +117,10 @@ typedef struct scenario_seq {
 } scenario_seq_t;
 
 /*
- * The waits between the attempts of one retried compensation: retry_waits:
- * {payments.refund: ["20..39", "40..79"]} -- the k-th entry bounds the k-th
- * wait, in ms, from the participant's reply to attempt k to its taking of
- * attempt k+1 (both by the participant's clock, from its trace copies).
+ * The waits before the retries of one compensation: retry_waits:
+ * {payments.refund: [20, "40..79"]} -- the k-th entry bounds the wait the
+ * caller said it made before attempt k+1 (Natomic-Backoff-Ms), in ms; the
+ * runner also requires the participant's clock to show at least that gap.
  */
 typedef struct scenario_wait_range {
     long long lo, hi;       /* inclusive, ms; hi = LLONG_MAX: no upper bound           */
