@@ -12,6 +12,9 @@
  * threads are created first and wait; one broadcast releases them all,
  * and the clock runs from that release to the last reply, so thread
  * creation is not timed. The warm-up is a phase of its own, the same way.
+ * A timed load (bench_load_timed) is the same with a deadline as well: no
+ * call starts after it, the calls in flight finish, and the count made is
+ * what the counter handed out.
  *
  * Failure: the first failed call (or a stop, bench_budget.h) marks the
  * phase failed; every thread leaves before its next call, and the phase
@@ -67,6 +70,7 @@ typedef struct load {
     bench_call_fn *call;
     void *arg;
     int total;
+    int64_t deadline_ns; /* no call starts after it (CLOCK_MONOTONIC); 0: none */
     atomic_int next;
     atomic_bool failed;
     pthread_mutex_t mu; /* guards `go`: the common start */
@@ -86,6 +90,8 @@ static void *client_main(void *p)
             atomic_store(&load->failed, true);
             break;
         }
+        if (load->deadline_ns != 0 && bench_now_ns() >= load->deadline_ns)
+            break; /* time is up: not a failure */
         int i = atomic_fetch_add(&load->next, 1);
         if (i >= load->total)
             break;
@@ -95,8 +101,13 @@ static void *client_main(void *p)
     return NULL;
 }
 
-/* `total` calls from `clients` threads; the seconds they took, or a negative value on failure. */
-static double run_load(const char *program, bench_call_fn *call, void *arg, int clients, int total)
+/*
+ * `total` calls from `clients` threads, none started `seconds` after their
+ * common start when `seconds` > 0; the seconds they took, or a negative
+ * value on failure. *made (may be NULL) is how many calls were made.
+ */
+static double run_load(const char *program, bench_call_fn *call, void *arg, int clients, int total, double seconds,
+                       int *made)
 {
     load_t load = {.call = call, .arg = arg, .total = total, .go = false};
     atomic_init(&load.next, 0);
@@ -119,8 +130,10 @@ static double run_load(const char *program, bench_call_fn *call, void *arg, int 
     }
     pthread_mutex_lock(&load.mu);
     load.go = true;
-    pthread_cond_broadcast(&load.cond);
     int64_t t0 = bench_now_ns();
+    /* Set under the lock the threads take before they read it. */
+    load.deadline_ns = seconds > 0 ? t0 + (int64_t)(seconds * 1e9) : 0;
+    pthread_cond_broadcast(&load.cond);
     pthread_mutex_unlock(&load.mu);
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
@@ -130,6 +143,10 @@ static double run_load(const char *program, bench_call_fn *call, void *arg, int 
     pthread_mutex_destroy(&load.mu);
     if (atomic_load(&load.failed))
         return -1.0;
+    if (made != NULL) {
+        int next = atomic_load(&load.next);
+        *made = next < total ? next : total;
+    }
     return (double)(t1 - t0) / 1e9;
 }
 
@@ -138,11 +155,25 @@ int bench_load_throughput(double *calls_per_s, const char *program, bench_call_f
 {
     if (clients < 1 || calls < 1)
         return -1;
-    if (warmup > 0 && run_load(program, call, arg, clients, warmup) < 0)
+    if (warmup > 0 && run_load(program, call, arg, clients, warmup, 0, NULL) < 0)
         return -1;
-    double seconds = run_load(program, call, arg, clients, calls);
+    double seconds = run_load(program, call, arg, clients, calls, 0, NULL);
     if (seconds < 0)
         return -1;
     *calls_per_s = seconds > 0 ? (double)calls / seconds : 0.0;
+    return 0;
+}
+
+int bench_load_timed(int *made, double *elapsed_s, const char *program, bench_call_fn *call, void *arg, int clients,
+                     int max_calls, double seconds)
+{
+    if (clients < 1 || max_calls < 1 || !(seconds > 0))
+        return -1;
+    int n = 0;
+    double took = run_load(program, call, arg, clients, max_calls, seconds, &n);
+    if (took < 0)
+        return -1;
+    *made = n;
+    *elapsed_s = took;
     return 0;
 }

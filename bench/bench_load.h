@@ -41,4 +41,15 @@ int bench_load_latency(bench_latency_t *out, const char *program, bench_call_fn 
 int bench_load_throughput(double *calls_per_s, const char *program, bench_call_fn *call, void *arg, int clients,
                           int warmup, int calls);
 
+/*
+ * `clients` threads make calls, as bench_load_throughput() does, until
+ * `seconds` (> 0) have passed since their common start or `max_calls`
+ * were handed out, whichever comes first; a call in flight at the deadline
+ * finishes. 0 with *made (the calls made) and *elapsed_s (from the common
+ * start to the last reply) set, or -1 (message on stderr, starting with
+ * `program`; both untouched) at the first failed call or a stop.
+ */
+int bench_load_timed(int *made, double *elapsed_s, const char *program, bench_call_fn *call, void *arg, int clients,
+                     int max_calls, double seconds);
+
 #endif

@@ -38,13 +38,28 @@
  *      $SRV.PING (which separates starting a process from recovering).
  *      Median, p90 and max of each, and the target of DESIGN §5 (all
  *      compensations done <= 1 s after the restart) met or missed.
+ *   3. Memory (--memory; saga_memory.c). For each variant: the resident
+ *      set (VmRSS) of every process and of nats-server, read from /proc
+ *      once a second while --memory-clients clients (default 128) make
+ *      orders for --memory-seconds (default 60) after a warm-up, with the
+ *      RSS after the warm-up, at the end, the peak, the growth, the slope
+ *      over the second half and a verdict ("no growth" when the slope is
+ *      at most 256 KiB or 1% of the process per minute); the invariants
+ *      checked after. Then the heap bytes and blocks each service
+ *      allocates per saga: every service under valgrind's DHAT in two
+ *      sessions of --memory-sagas N1,N2 sequential sagas (default 50,250),
+ *      per saga = (second - first) / (N2 - N1), with the bytes still
+ *      allocated at exit per saga (a leak shows there). Tables after
+ *      the others, and the JSON's "memory" object; how to read them:
+ *      docs/performance.md, "Memory".
  *
  * How. Every measurement starts a session of its own (saga_session.c):
  * an embedded nats-server with JetStream in a fresh temporary folder and
  * the variant's processes as children of the lab's supervisor, each
- * behind the supervisor's pass-through TCP proxy (a thread of this
- * process). The proxies, the client threads and the services share this
- * machine's CPUs; they are the same for every variant, so the ratios
+ * connected straight to NATS (no fault proxy: a relay thread in this
+ * process would copy every byte and be counted as the saga's cost). The
+ * client threads, nats-server and the services share this machine's
+ * CPUs; they are the same for every variant, so the ratios
  * compare the variants, while the absolute figures are this set-up's, not
  * a production one's.
  *
@@ -53,8 +68,9 @@
  * relative to the current folder: ./lab runs from the project's root);
  * the chart to --svg FILE, else next to the JSON with .svg for .json.
  *
- * Bounds. Counts are fixed by the options; each call times out (10 s for
- * a measured call, 1 s for the call that crashes orders); every wait for
+ * Bounds. Counts are fixed by the options, the memory load by its time
+ * (and a count); each call times out (10 s for a measured call, 60 s under
+ * valgrind, 1 s for the call that crashes orders); every wait for
  * an event, a process or a state is bounded; the whole run stops after
  * --max-seconds or on SIGINT / SIGTERM. Everything started is stopped
  * (supervisor_stop) on every path, and the temporary folders removed.
@@ -84,6 +100,7 @@
 #include "bench_options.h"
 #include "bench_stats.h"
 #include "saga_compare.h"
+#include "saga_memory.h"
 #include "saga_recovery.h"
 #include "saga_session.h"
 
@@ -109,6 +126,9 @@ typedef struct options {
     saga_compare_config_t compare; /* rounds, calls, warm-up, clients, variants */
     int recovery;                  /* recovery runs; 0: none                    */
     bool recovery_only;            /* skip the comparison                       */
+    saga_memory_config_t memory;   /* seconds, clients, sagas, parts            */
+    bool memory_on;                /* --memory or --memory-only                  */
+    bool memory_only;              /* skip the comparison                       */
     int max_seconds;               /* time budget of the whole run              */
     const char *json;              /* the JSON file (a default when not given)  */
     const char *svg;               /* the chart (a default when not given)      */
@@ -130,6 +150,7 @@ typedef struct bench {
     saga_compare_t *compare;
     saga_recovery_run_t *recovery;
     int recovery_done;
+    saga_memory_t *memory;
 } bench_t;
 
 /* ------------------------------------------------------------------ */
@@ -162,8 +183,24 @@ static void usage(FILE *f)
           "saga's \"ended\" recovery event, stock and money back (get_stock/get_balance),\n"
           "and orders answering $SRV.PING. Median, p90 and max, against the target of\n"
           "DESIGN §5: all compensations done within 1 s of the restart.\n"
-          "\n"
-          "Options:\n"
+          "\n",
+          f);
+    /* In parts: ISO C compilers need not take a string literal over 4095 characters. */
+    fputs("With --memory, also (or with --memory-only, only) what the saga costs in memory,\n"
+          "for each variant of --variants, in sessions of its own:\n"
+          "  RSS      --memory-clients clients make orders for --memory-seconds after a\n"
+          "           warm-up, while VmRSS and VmHWM of every process (and nats-server) are\n"
+          "           read from /proc/<pid>/status once a second: RSS after the warm-up, at\n"
+          "           the end, the peak, the growth, the slope over the second half (KiB/min)\n"
+          "           and a verdict, \"no growth\" when that slope is at most 256 KiB or 1% of\n"
+          "           the process per minute; the invariants checked after the load\n"
+          "  heap     every service under valgrind --tool=dhat (NATOMIC_SERVICE_WRAPPER) in\n"
+          "           two sessions of N1 and N2 sequential sagas: bytes and blocks allocated\n"
+          "           per saga, (second - first) / (N2 - N1), and the bytes still allocated\n"
+          "           at exit per saga (a leak shows there); skipped without valgrind\n"
+          "\n",
+          f);
+    fputs("Options:\n"
           "  --rounds N            measurements per variant, interleaved (default 5)\n"
           "  --calls N             sequential orders timed for latency (default 500)\n"
           "  --warmup N            untimed orders before each phase (default 20)\n"
@@ -175,6 +212,13 @@ static void usage(FILE *f)
           "                        they always run in that order within a round)\n"
           "  --recovery N          also measure recovery, N crash-and-restart runs (1..1000)\n"
           "  --recovery-only       only the recovery measurement (20 runs unless --recovery)\n"
+          "  --memory              also measure memory (RSS under load, heap per saga)\n"
+          "  --memory-only         only the memory measurement (and recovery if --recovery)\n"
+          "  --memory-seconds N    length of the RSS load, 1..3600 (default 60)\n"
+          "  --memory-clients N    concurrent clients of the RSS load, 1..256 (default 128)\n"
+          "  --memory-sagas N1,N2  sequential sagas of the two DHAT sessions, N1 < N2,\n"
+          "                        1..100000 (default 50,250)\n"
+          "  --memory-parts LIST   which of rss,heap to measure (default both)\n"
           "  --max-seconds N       time budget of the whole run (default 1800)\n"
           "  --json FILE           the figures as JSON (default bench-results/saga-DATE-TIME.json)\n"
           "  --svg FILE            the throughput chart (default: the JSON's name with .svg)\n"
@@ -189,7 +233,8 @@ static void usage(FILE *f)
           "(the services' folder, default ../services beside this program), NATOMIC_RAW_SAGA\n"
           "(natomic-raw-saga, default raw_saga/natomic-raw-saga beside this program),\n"
           "NATOMIC_LOG (the library's log level in the services; the benchmark sets warn\n"
-          "unless given), TMPDIR (where each session's NATS store, databases and logs go).\n",
+          "unless given), TMPDIR (where each session's NATS store, databases and logs go,\n"
+          "and DHAT's files while they are read).\n",
           f);
 }
 
@@ -203,6 +248,12 @@ enum {
     OPT_VARIANTS,
     OPT_RECOVERY,
     OPT_RECOVERY_ONLY,
+    OPT_MEMORY,
+    OPT_MEMORY_ONLY,
+    OPT_MEMORY_SECONDS,
+    OPT_MEMORY_CLIENTS,
+    OPT_MEMORY_SAGAS,
+    OPT_MEMORY_PARTS,
     OPT_MAX_SECONDS,
     OPT_JSON,
     OPT_SVG,
@@ -265,6 +316,61 @@ static bool parse_variants(saga_compare_config_t *c, const char *text)
     return true;
 }
 
+/* --memory-sagas 50,250: two counts 1..100000, the first smaller. False with a message. */
+static bool parse_memory_sagas(saga_memory_config_t *m, const char *text)
+{
+    char copy[64];
+    if (snprintf(copy, sizeof copy, "%s", text) >= (int)sizeof copy || strchr(copy, ',') == NULL) {
+        fprintf(stderr, PROGRAM ": --memory-sagas wants two counts, N1,N2, got '%s'\n", text);
+        return false;
+    }
+    char *comma = strchr(copy, ',');
+    *comma = '\0';
+    int a = 0, b = 0;
+    if (!bench_option_count(&a, PROGRAM, "--memory-sagas", copy, 1, 100000) ||
+        !bench_option_count(&b, PROGRAM, "--memory-sagas", comma + 1, 1, 100000))
+        return false;
+    if (a >= b) {
+        fprintf(stderr, PROGRAM ": --memory-sagas wants N1 < N2 (the difference is what is measured), got '%s'\n",
+                text);
+        return false;
+    }
+    m->sagas[0] = a;
+    m->sagas[1] = b;
+    return true;
+}
+
+/* --memory-parts rss,heap: at least one. False with a message. */
+static bool parse_memory_parts(saga_memory_config_t *m, const char *text)
+{
+    char copy[64], *save = NULL;
+    snprintf(copy, sizeof copy, "%s", text);
+    bool rss = false, heap = false;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        if (strcmp(tok, "rss") == 0) {
+            rss = true;
+        } else if (strcmp(tok, "heap") == 0) {
+            heap = true;
+        } else {
+            fprintf(stderr, PROGRAM ": --memory-parts: no part '%s' (rss, heap)\n", tok);
+            return false;
+        }
+    }
+    if (!rss && !heap) {
+        fprintf(stderr, PROGRAM ": --memory-parts needs at least one of rss, heap\n");
+        return false;
+    }
+    m->rss = rss;
+    m->dhat = heap;
+    return true;
+}
+
+/* Whether the comparison runs: not when only recovery or only memory was asked for. */
+static bool comparison_on(const options_t *opt)
+{
+    return !opt->recovery_only && !opt->memory_only;
+}
+
 /*
  * The file names not given: bench-results/saga-<date>-<time>.json (the folder made)
  * and the JSON's name with .svg. False with a message.
@@ -323,6 +429,12 @@ static int parse_options(options_t *opt, int argc, char **argv)
         {"variants", required_argument, NULL, OPT_VARIANTS},
         {"recovery", required_argument, NULL, OPT_RECOVERY},
         {"recovery-only", no_argument, NULL, OPT_RECOVERY_ONLY},
+        {"memory", no_argument, NULL, OPT_MEMORY},
+        {"memory-only", no_argument, NULL, OPT_MEMORY_ONLY},
+        {"memory-seconds", required_argument, NULL, OPT_MEMORY_SECONDS},
+        {"memory-clients", required_argument, NULL, OPT_MEMORY_CLIENTS},
+        {"memory-sagas", required_argument, NULL, OPT_MEMORY_SAGAS},
+        {"memory-parts", required_argument, NULL, OPT_MEMORY_PARTS},
         {"max-seconds", required_argument, NULL, OPT_MAX_SECONDS},
         {"json", required_argument, NULL, OPT_JSON},
         {"svg", required_argument, NULL, OPT_SVG},
@@ -336,6 +448,7 @@ static int parse_options(options_t *opt, int argc, char **argv)
     for (int v = 0; v < SAGA_VARIANT_COUNT; v++)
         c->variant_on[v] = true;
     opt->recovery = -1;
+    opt->memory = (saga_memory_config_t){.rss = true, .dhat = true, .seconds = 60, .clients = 128, .sagas = {50, 250}};
     opt->max_seconds = 1800;
     opterr = 0;
     int ch;
@@ -367,6 +480,24 @@ static int parse_options(options_t *opt, int argc, char **argv)
         case OPT_RECOVERY_ONLY:
             opt->recovery_only = true;
             break;
+        case OPT_MEMORY:
+            opt->memory_on = true;
+            break;
+        case OPT_MEMORY_ONLY:
+            opt->memory_on = opt->memory_only = true;
+            break;
+        case OPT_MEMORY_SECONDS:
+            ok = bench_option_count(&opt->memory.seconds, PROGRAM, "--memory-seconds", optarg, 1, 3600);
+            break;
+        case OPT_MEMORY_CLIENTS:
+            ok = bench_option_count(&opt->memory.clients, PROGRAM, "--memory-clients", optarg, 1, 256);
+            break;
+        case OPT_MEMORY_SAGAS:
+            ok = parse_memory_sagas(&opt->memory, optarg);
+            break;
+        case OPT_MEMORY_PARTS:
+            ok = parse_memory_parts(&opt->memory, optarg);
+            break;
         case OPT_MAX_SECONDS:
             ok = bench_option_count(&opt->max_seconds, PROGRAM, "--max-seconds", optarg, 1, 24 * 3600);
             break;
@@ -395,10 +526,11 @@ static int parse_options(options_t *opt, int argc, char **argv)
         return 2;
     }
     if (!default_files(opt) || !bench_options_finish(PROGRAM, argc, argv, opt->json) ||
-        (!opt->recovery_only && !svg_path_writable(opt->svg)))
+        (comparison_on(opt) && !svg_path_writable(opt->svg)))
         return 2;
     if (opt->recovery < 0)
         opt->recovery = opt->recovery_only ? 20 : 0;
+    memcpy(opt->memory.variant_on, opt->compare.variant_on, sizeof opt->memory.variant_on);
     return 0;
 }
 
@@ -560,7 +692,7 @@ static json_t *recovery_json(const bench_t *b, const recovery_summary_t *s)
 }
 
 /* Writes the figures to `path`; 0, or -1 with a message. A part not run is absent (or says why it was skipped). */
-static int write_json(const bench_t *b, bool cost, const recovery_summary_t *s, const char *path)
+static int write_json(const bench_t *b, bool cost, const recovery_summary_t *s, bool memory, const char *path)
 {
     const options_t *o = &b->opt;
     const saga_compare_config_t *c = &o->compare;
@@ -571,7 +703,8 @@ static int write_json(const bench_t *b, bool cost, const recovery_summary_t *s, 
         if (c->variant_on[v])
             json_array_append_new(variants, json_string(saga_variant_names[v]));
     json_t *doc = json_pack("{s:s, s:{s:i, s:i, s:i, s:i, s:o, s:o, s:i, s:b, s:i, s:i, s:i, s:i}}", "benchmark",
-                            "orders.create_order saga: raw, chain, memory, durable; recovery", "config", "rounds",
+                            "orders.create_order saga: raw, chain, memory, durable; recovery; memory", "config",
+                            "rounds",
                             c->rounds, "calls", c->calls, "warmup", c->warmup, "throughput_calls", c->throughput_calls,
                             "clients", clients, "variants", variants, "recovery_runs", o->recovery, "recovery_only",
                             o->recovery_only, "qty_per_order", SAGA_QTY, "amount_per_order", SAGA_AMOUNT, "cpus",
@@ -588,6 +721,8 @@ static int write_json(const bench_t *b, bool cost, const recovery_summary_t *s, 
         json_object_set_new(doc, "recovery", recovery_json(b, s));
     if (doc != NULL && s == NULL && o->recovery > 0 && !recovery_possible)
         json_object_set_new(doc, "recovery", json_pack("{s:s}", "skipped", RECOVERY_SKIPPED_WHY));
+    if (doc != NULL && memory)
+        json_object_set_new(doc, "memory", saga_memory_json(b->memory));
     return bench_json_write(doc, PROGRAM, path);
 }
 
@@ -631,16 +766,22 @@ int main(int argc, char **argv)
     read_load(b.load_start);
 
     const saga_compare_config_t *c = &b.opt.compare;
-    bool run_cost = !b.opt.recovery_only;
+    bool run_cost = comparison_on(&b.opt);
     bool run_rec = b.opt.recovery > 0 && recovery_possible;
+    bool run_mem = b.opt.memory_on;
     if (b.opt.recovery > 0 && !recovery_possible)
         fprintf(stderr, PROGRAM ": recovery: skipped: %s\n", RECOVERY_SKIPPED_WHY);
     if (run_cost && saga_compare_new(&b.compare, c) != 0)
         return 1;
+    if (run_mem && saga_memory_new(&b.memory, &b.opt.memory) != 0) {
+        saga_compare_free(b.compare);
+        return 1;
+    }
     b.recovery = calloc((size_t)(b.opt.recovery > 0 ? b.opt.recovery : 1), sizeof *b.recovery);
     if (b.recovery == NULL) {
         fprintf(stderr, PROGRAM ": out of memory\n");
         saga_compare_free(b.compare);
+        saga_memory_free(b.memory);
         return 1;
     }
 
@@ -662,6 +803,15 @@ int main(int argc, char **argv)
         if (run_recovery(&b) != 0)
             goto out;
     }
+    if (run_mem) {
+        const saga_memory_config_t *m = &b.opt.memory;
+        fprintf(stderr, PROGRAM ": memory: %s, for each variant, a fresh session each\n",
+                m->rss && m->dhat ? "RSS under load, then the heap per saga under valgrind's DHAT"
+                : m->rss          ? "RSS under load"
+                                  : "the heap per saga under valgrind's DHAT");
+        if (saga_memory_run(b.memory) != 0)
+            goto out;
+    }
 
     read_load(b.load_end);
     print_machine(&b);
@@ -677,9 +827,13 @@ int main(int argc, char **argv)
     } else if (b.opt.recovery > 0) {
         printf("\n" PROGRAM ": recovery: skipped\n  %s.\n", RECOVERY_SKIPPED_WHY);
     }
+    if (run_mem) {
+        saga_memory_print(b.memory);
+        broken = broken || saga_memory_checks_failed(b.memory) > 0;
+    }
     fflush(stdout);
     rc = broken ? 3 : 0;
-    if (write_json(&b, run_cost, run_rec ? &s : NULL, b.opt.json) != 0)
+    if (write_json(&b, run_cost, run_rec ? &s : NULL, run_mem, b.opt.json) != 0)
         rc = 1;
     else
         fprintf(stderr, PROGRAM ": figures written to %s\n", b.opt.json);
@@ -694,6 +848,7 @@ out:
     if (rc == 1 && bench_stop_reason() != NULL)
         fprintf(stderr, PROGRAM ": run stopped: %s; no figures\n", bench_stop_reason());
     saga_compare_free(b.compare);
+    saga_memory_free(b.memory);
     free(b.recovery);
     nats_Close();
     return rc;

@@ -435,8 +435,8 @@ static void print_header(const saga_compare_t *c)
     for (int v = 0; v < SAGA_VARIANT_COUNT; v++)
         if (o->variant_on[v])
             printf("  %-8s %s\n", saga_variant_names[v], variant_about[v]);
-    printf("  every process a child of the lab's supervisor behind its proxy; a fresh nats-server and fresh\n"
-           "  stores per measurement\n");
+    printf("  every process a child of the lab's supervisor, connected straight to NATS; a fresh nats-server\n"
+           "  and fresh stores per measurement\n");
     printf("  latency: %d sequential orders after %d warm-up; throughput: %d orders at each of", o->calls, o->warmup,
            o->throughput_calls);
     for (int l = 0; l < o->n_levels; l++)

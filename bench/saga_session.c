@@ -5,8 +5,9 @@
  * A session is:
  *   1. a supervisor (faultinject/supervisor/supervisor.h): an embedded nats-server
  *      with JetStream in a fresh temporary folder, and inventory,
- *      payments, orders, notifications as child processes, each behind
- *      the supervisor's pass-through TCP proxy, in the mode asked for
+ *      payments, orders, notifications as child processes, each connected
+ *      straight to NATS (supervisor_t.direct: no fault proxy, whose copying
+ *      would be counted as the saga's cost), in the mode asked for
  *      (supervisor_t.durable -> NATOMIC_MODE). For the hand-written saga
  *      and the chain the children are natomic-raw-saga: the supervisor
  *      runs $NATOMIC_SERVICES_DIR/<name>/<name>, so the session makes
@@ -335,6 +336,7 @@ int saga_session_start_variant(saga_session_t **out, saga_variant_t variant, con
     }
     s->sv_started = true;
     s->sv.durable = variant == SAGA_DURABLE;
+    s->sv.direct = true; /* no fault proxy: its copying is the lab's cost, not the saga's */
     if (add_services(s, orders_faults) != 0) {
         if (!bench_should_stop())
             saga_session_print_logs(s, 20);
@@ -497,6 +499,12 @@ int saga_session_latency(saga_session_t *s, int warmup, int calls, bench_latency
 int saga_session_throughput(saga_session_t *s, int clients, int warmup, int calls, double *sagas_per_s)
 {
     return bench_load_throughput(sagas_per_s, "natomic-bench-saga", order_call, s, clients, warmup, calls);
+}
+
+int saga_session_timed_load(saga_session_t *s, int clients, int max_calls, double seconds, int *made,
+                            double *elapsed_s)
+{
+    return bench_load_timed(made, elapsed_s, "natomic-bench-saga", order_call, s, clients, max_calls, seconds);
 }
 
 /* ------------------------------------------------------------------ */

@@ -130,6 +130,14 @@ int saga_session_latency(saga_session_t *s, int warmup, int calls, bench_latency
 int saga_session_throughput(saga_session_t *s, int clients, int warmup, int calls, double *sagas_per_s);
 
 /*
+ * `clients` threads on the client connection make orders until `seconds`
+ * have passed or `max_calls` were made (bench_load_timed). 0 with *made
+ * and *elapsed_s set, or -1 (message on stderr).
+ */
+int saga_session_timed_load(saga_session_t *s, int clients, int max_calls, double seconds, int *made,
+                            double *elapsed_s);
+
+/*
  * Checks the invariants (see saga_check_t), waiting (bounded) for the
  * events and notifications still on their way. 0 with *out filled (out->ok
  * says whether they held), or -1 with a message when a check could not be
