@@ -1189,7 +1189,8 @@ static run_counts_t count_run(const report_scenario_t *s, size_t n)
 }
 
 /* The run in two sentences: "3 scenarios ran: 1 passed, 1 showed the violation it expects, and 1 failed.
- * 40 of 41 checks passed in 2.0 s." */
+ * 40 of 41 checks passed; the stories took 2.0 s in all." -- the sum of their durations: with one
+ * story per core at once the run itself was shorter, so the sentence does not call it the run's time. */
 static void run_sentence(const run_counts_t *c, size_t n, char *out, size_t cap)
 {
     char lessons[96] = "";
@@ -1199,7 +1200,7 @@ static void run_sentence(const run_counts_t *c, size_t n, char *out, size_t cap)
     if (n == 0)
         snprintf(out, cap, "No scenario ran.");
     else
-        snprintf(out, cap, "%zu scenario%s ran: %zu passed,%s and %zu failed. %zu of %zu check%s passed in %.1f s.", n,
+        snprintf(out, cap, "%zu scenario%s ran: %zu passed,%s and %zu failed. %zu of %zu check%s passed; the stories took %.1f s in all.", n,
                  n == 1 ? "" : "s", c->ok, lessons, c->failed, c->checks - c->failed_checks, c->checks,
                  c->checks == 1 ? "" : "s", c->total_s);
 }

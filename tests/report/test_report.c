@@ -267,7 +267,7 @@ START_TEST(markdown_has_escaped_mermaid)
     char *index = slurp(dir, "index.md");
     ck_assert_ptr_nonnull(index);
     ASSERT_HAS(index, "[place](saga-place.md)");
-    ASSERT_HAS(index, "1 scenario ran: 0 passed, and 1 failed. 1 of 2 checks passed in 1.2 s.");
+    ASSERT_HAS(index, "1 scenario ran: 0 passed, and 1 failed. 1 of 2 checks passed; the stories took 1.2 s in all.");
     ASSERT_HAS(index, "| **FAIL** | saga |");
     free(index);
     free(md);
@@ -782,7 +782,7 @@ START_TEST(index_tells_expected_violations_apart)
     ASSERT_HAS(index, "<div class=\"tile xv\"><b>1</b>expected violation</div>");
     ASSERT_HAS(index, "<div class=\"tile ok\"><b>1</b>passed</div>");
     ASSERT_HAS(index, "<p class=\"run-sum\">3 scenarios ran: 1 passed, 1 showed the violation it expects, and 1 "
-                      "failed. 3 of 4 checks passed in 0.0 s.</p>");
+                      "failed. 3 of 4 checks passed; the stories took 0.0 s in all.</p>");
     ASSERT_HAS(index_md, "| **expected violation** | g | [lesson](g-lesson.md) | The saga is not atomic. | "
                          "order_atomicity and no_pending_orders | 2 passed, 0 failed |");
     ASSERT_HAS(index_md, "| **FAIL** | g | [missed](g-missed.md) | It should break. | order_atomicity | ");
@@ -831,8 +831,8 @@ START_TEST(summaries_are_whole_sentences)
     ASSERT_LACKS(index, "&#8230;");
     ASSERT_HAS(index, "Faults at a point, e.g. natomic/before_reply, fire once.</td>");
     ASSERT_HAS(index, "A phrase without a full stop.</td>");
-    ASSERT_HAS(index_md, "# natomic lab report\n\n3 scenarios ran: 3 passed, and 0 failed. 0 of 0 checks passed "
-                         "in 0.0 s.\n");
+    ASSERT_HAS(index_md, "# natomic lab report\n\n3 scenarios ran: 3 passed, and 0 failed. 0 of 0 checks passed; "
+                         "the stories took 0.0 s in all.\n");
     free(index);
     free(index_md);
     remove_tree(dir);
