@@ -82,13 +82,19 @@ perf record -a -g -F 499 -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-re
 perf report -i "$out/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null |
   grep -v '^#' | grep -v '^$' >"$out/report-comm.txt" || true
 echo "== CPU share by process ($variant, $clients clients, ${seconds}s) =="
-head -15 "$out/report-comm.txt"
-for comm in $(awk 'NR<=8 && $1 ~ /%$/ {print $2}' "$out/report-comm.txt"); do
+head -10 "$out/report-comm.txt"
+# The saga's own processes, in a fixed order (comm is cut at 15 characters).
+for comm in orders inventory payments notifications nats-server natomic-bench-s; do
+  grep -q " $comm *\$" "$out/report-comm.txt" || continue
+  perf report -i "$out/perf.data" --no-children --comm "$comm" --sort dso --stdio -g none 2>/dev/null |
+    grep -v '^#' | grep -v '^$' >"$out/report-$comm-dso.txt" || true
   perf report -i "$out/perf.data" --no-children --comm "$comm" --sort dso,sym --stdio -g none 2>/dev/null |
     grep -v '^#' | grep -v '^$' >"$out/report-$comm.txt" || true
   echo
-  echo "== $comm: top functions (share of all samples) =="
-  head -12 "$out/report-$comm.txt"
+  echo "== $comm: by library (share of all samples) =="
+  head -6 "$out/report-$comm-dso.txt"
+  echo "-- $comm: top functions --"
+  head -10 "$out/report-$comm.txt"
 done
 echo
 echo "profile_saga: perf data and reports in $out/ (perf report -i $out/perf.data)" >&2
