@@ -13,7 +13,104 @@
 #include <sqlite3.h>
 
 #include <natomic.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
+
+/*
+ * The statement cache (sqlite_tx.h): one table for the process, small and
+ * scanned under one lock -- a scan of a few hundred pointers costs far
+ * less than compiling one statement. An entry is (connection, SQL text's
+ * address, statement), busy while a caller holds it.
+ */
+#define STMT_CACHE_CAP 256
+
+static struct cached_stmt {
+    sqlite3 *db;
+    const char *sql;
+    sqlite3_stmt *st;
+    bool busy;
+} stmt_cache[STMT_CACHE_CAP];
+static pthread_mutex_t stmt_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int sqlite_tx_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)
+{
+    *out = NULL;
+    int free_slot = -1;
+    pthread_mutex_lock(&stmt_cache_mu);
+    for (int i = 0; i < STMT_CACHE_CAP; i++) {
+        struct cached_stmt *c = &stmt_cache[i];
+        if (c->st == NULL) {
+            if (free_slot < 0 && !c->busy) /* busy without a statement: another caller's slot */
+                free_slot = i;
+        } else if (!c->busy && c->db == db && c->sql == sql) {
+            c->busy = true;
+            *out = c->st;
+            break;
+        }
+    }
+    if (*out == NULL && free_slot >= 0)
+        stmt_cache[free_slot].busy = true; /* reserved while it is prepared, outside the lock */
+    pthread_mutex_unlock(&stmt_cache_mu);
+    if (*out != NULL)
+        return SQLITE_OK;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (free_slot >= 0) {
+        pthread_mutex_lock(&stmt_cache_mu);
+        if (rc == SQLITE_OK && st != NULL) {
+            stmt_cache[free_slot] = (struct cached_stmt){.db = db, .sql = sql, .st = st, .busy = true};
+        } else {
+            stmt_cache[free_slot].busy = false;
+        }
+        pthread_mutex_unlock(&stmt_cache_mu);
+    }
+    *out = st;
+    return rc;
+}
+
+void sqlite_tx_release(sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    bool kept = false;
+    pthread_mutex_lock(&stmt_cache_mu);
+    for (int i = 0; i < STMT_CACHE_CAP && !kept; i++)
+        if (stmt_cache[i].st == st) {
+            stmt_cache[i].busy = false;
+            kept = true;
+        }
+    pthread_mutex_unlock(&stmt_cache_mu);
+    if (!kept)
+        sqlite3_finalize(st); /* the cache was full when it was prepared */
+}
+
+void sqlite_tx_forget(sqlite3 *db)
+{
+    /* Finalized outside the cache's lock: a worker inside a transaction holds the connection's
+       mutex and then takes the cache's, so this must never hold them the other way round. */
+    sqlite3_stmt *gone[STMT_CACHE_CAP];
+    int n = 0;
+    pthread_mutex_lock(&stmt_cache_mu);
+    for (int i = 0; i < STMT_CACHE_CAP; i++)
+        if (stmt_cache[i].st != NULL && stmt_cache[i].db == db) {
+            gone[n++] = stmt_cache[i].st;
+            stmt_cache[i] = (struct cached_stmt){0};
+        }
+    pthread_mutex_unlock(&stmt_cache_mu);
+    for (int i = 0; i < n; i++)
+        sqlite3_finalize(gone[i]);
+}
+
+void sqlite_tx_close_db(sqlite3 *db)
+{
+    if (db == NULL)
+        return;
+    sqlite_tx_forget(db);
+    sqlite3_close(db);
+}
 
 int sqlite_tx_open(sqlite3 **out, const char *path, const char *service)
 {
@@ -92,7 +189,7 @@ struct sqlite3 *sqlite_tx_store(void *state)
 
 void sqlite_tx_close(void *db)
 {
-    sqlite3_close(db);
+    sqlite_tx_close_db(db);
 }
 
 int sqlite_tx_open_schema(sqlite3 **out, const char *path, const char *service, const char *schema)

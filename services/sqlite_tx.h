@@ -19,7 +19,7 @@ struct sqlite3_stmt;
  * Opens (creating) `path` for the service `service`: serialized mode
  * (SQLITE_OPEN_FULLMUTEX), WAL journal, synchronous=NORMAL, busy timeout
  * 5000 ms. 0 with *out set, or -1 with a message on stderr and nothing
- * left open. Close with sqlite3_close().
+ * left open. Close with sqlite_tx_close_db() (the statement cache first).
  */
 int sqlite_tx_open(struct sqlite3 **out, const char *path, const char *service);
 
@@ -37,7 +37,7 @@ void *sqlite_tx_open_participant(const char *path, const char *service);
 /* The state itself when it is the connection: shaped for service_def_t.store. */
 struct sqlite3 *sqlite_tx_store(void *state);
 
-/* sqlite3_close() shaped for service_def_t.close. */
+/* sqlite_tx_close_db() shaped for service_def_t.close. */
 void sqlite_tx_close(void *db);
 
 /*
@@ -67,5 +67,32 @@ void sqlite_tx_rollback(struct sqlite3 *db);
  * again. SQLITE_OK, or the failure.
  */
 int sqlite_tx_finish(struct sqlite3_stmt *st, int rc);
+
+/*
+ * Prepared statements, kept. Compiling SQL is most of what a
+ * reservation or a charge costs (docs/performance.md: about half of a
+ * participant's instructions when every call prepared its statements),
+ * so a statement is prepared once per connection and reused:
+ *
+ *   sqlite3_stmt *st;
+ *   int rc = sqlite_tx_prepare(db, sql, &st);  // as sqlite3_prepare_v2(db, sql, -1, &st, NULL)
+ *   ... bind, step ...
+ *   sqlite_tx_release(st);                      // instead of sqlite3_finalize(st)
+ *
+ * `sql` must have static storage (a string literal or a static array):
+ * the cache keys on its address and the connection. A statement is handed
+ * to one caller at a time (two workers asking for the same SQL at once
+ * get two statements), so it is used exactly as a freshly prepared one
+ * would be; sqlite_tx_release() resets it and clears its bindings before
+ * it goes back, and finalizes it when the cache is full. Before closing a
+ * connection, sqlite_tx_forget() finalizes what the cache holds for it
+ * (sqlite_tx_close does); no statement of that connection may be in use.
+ */
+int sqlite_tx_prepare(struct sqlite3 *db, const char *sql, struct sqlite3_stmt **out);
+void sqlite_tx_release(struct sqlite3_stmt *st);
+void sqlite_tx_forget(struct sqlite3 *db);
+
+/* sqlite_tx_forget(), then sqlite3_close(). */
+void sqlite_tx_close_db(struct sqlite3 *db);
 
 #endif

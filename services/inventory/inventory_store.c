@@ -53,7 +53,7 @@ int inventory_store_restock(sqlite3 *db, const char *sku, int64_t qty, inventory
     sqlite3_stmt *st = NULL;
     inventory_stock_t now = {0, 0};
     int returned = 0;
-    rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    rc = sqlite_tx_prepare(db, sql, &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, sku, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, qty);
@@ -65,7 +65,7 @@ int inventory_store_restock(sqlite3 *db, const char *sku, int64_t qty, inventory
         }
         rc = sqlite_tx_finish(st, rc);
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     if (rc != SQLITE_OK || !returned) {
         sqlite_tx_rollback(db);
         if (rc == SQLITE_OK)
@@ -86,7 +86,7 @@ int inventory_store_get(sqlite3 *db, const char *sku, inventory_stock_t *out)
     sqlite3_mutex_enter(sqlite3_db_mutex(db));
     sqlite3_stmt *st = NULL;
     inventory_stock_t now = {0, 0};
-    int rc = sqlite3_prepare_v2(db, "SELECT available, reserved FROM stock WHERE sku = ?", -1, &st, NULL);
+    int rc = sqlite_tx_prepare(db, "SELECT available, reserved FROM stock WHERE sku = ?", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, sku, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
@@ -96,7 +96,7 @@ int inventory_store_get(sqlite3 *db, const char *sku, inventory_stock_t *out)
         }
         rc = sqlite_tx_finish(st, rc);
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     sqlite3_mutex_leave(sqlite3_db_mutex(db));
     if (rc == SQLITE_OK)
         *out = now;
@@ -107,10 +107,9 @@ int inventory_store_get(sqlite3 *db, const char *sku, inventory_stock_t *out)
 static int take_stock(sqlite3 *db, const char *sku, int64_t qty, int *taken, int64_t *available)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db,
+    int rc = sqlite_tx_prepare(db,
                                 "UPDATE stock SET available = available - ?1, reserved = reserved + ?1 "
-                                "WHERE sku = ?2 AND available >= ?1 RETURNING available",
-                                -1, &st, NULL);
+                                "WHERE sku = ?2 AND available >= ?1 RETURNING available", &st);
     *taken = 0;
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, qty);
@@ -122,7 +121,7 @@ static int take_stock(sqlite3 *db, const char *sku, int64_t qty, int *taken, int
         }
         rc = sqlite_tx_finish(st, rc);
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     return rc;
 }
 
@@ -138,7 +137,7 @@ int inventory_store_reserve(sqlite3 *db, const char *order_id, const char *sku, 
         int64_t short_of = 0;
         int known = 0;
         sqlite3_stmt *st = NULL;
-        rc = sqlite3_prepare_v2(db, "SELECT available FROM stock WHERE sku = ?", -1, &st, NULL);
+        rc = sqlite_tx_prepare(db, "SELECT available FROM stock WHERE sku = ?", &st);
         if (rc == SQLITE_OK) {
             sqlite3_bind_text(st, 1, sku, -1, SQLITE_STATIC);
             rc = sqlite3_step(st);
@@ -148,7 +147,7 @@ int inventory_store_reserve(sqlite3 *db, const char *order_id, const char *sku, 
             }
             rc = sqlite_tx_finish(st, rc);
         }
-        sqlite3_finalize(st);
+        sqlite_tx_release(st);
         if (rc != SQLITE_OK)
             return rc;
         *result = known ? INVENTORY_OUT_OF_STOCK : INVENTORY_UNKNOWN_SKU;
@@ -157,10 +156,9 @@ int inventory_store_reserve(sqlite3 *db, const char *order_id, const char *sku, 
     }
 
     sqlite3_stmt *st = NULL;
-    rc = sqlite3_prepare_v2(db,
+    rc = sqlite_tx_prepare(db,
                             "INSERT INTO reservations(order_id, sku, qty, tx, state) VALUES (?, ?, ?, ?, 'reserved') "
-                            "ON CONFLICT(order_id) DO NOTHING",
-                            -1, &st, NULL);
+                            "ON CONFLICT(order_id) DO NOTHING", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, sku, -1, SQLITE_STATIC);
@@ -168,7 +166,7 @@ int inventory_store_reserve(sqlite3 *db, const char *order_id, const char *sku, 
         sqlite3_bind_text(st, 4, tx, -1, SQLITE_STATIC);
         rc = sqlite_tx_finish(st, sqlite3_step(st));
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     if (rc != SQLITE_OK)
         return rc;
     /* The caller holds the connection's mutex: changes() is this statement's. */
@@ -180,10 +178,9 @@ int inventory_store_release(sqlite3 *db, const char *order_id, const char *tx, i
 {
     sqlite3_stmt *st = NULL;
     int64_t qty = 0;
-    int rc = sqlite3_prepare_v2(db,
+    int rc = sqlite_tx_prepare(db,
                                 "UPDATE reservations SET state = 'released' "
-                                "WHERE order_id = ? AND tx = ? AND state = 'reserved' RETURNING qty",
-                                -1, &st, NULL);
+                                "WHERE order_id = ? AND tx = ? AND state = 'reserved' RETURNING qty", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, tx, -1, SQLITE_STATIC);
@@ -192,20 +189,19 @@ int inventory_store_release(sqlite3 *db, const char *order_id, const char *tx, i
             qty = sqlite3_column_int64(st, 0);
         rc = sqlite_tx_finish(st, rc);
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     if (rc != SQLITE_OK)
         return rc;
     if (qty > 0) {
-        rc = sqlite3_prepare_v2(db,
+        rc = sqlite_tx_prepare(db,
                                 "UPDATE stock SET available = available + ?1, reserved = reserved - ?1 "
-                                "WHERE sku = (SELECT sku FROM reservations WHERE order_id = ?2)",
-                                -1, &st, NULL);
+                                "WHERE sku = (SELECT sku FROM reservations WHERE order_id = ?2)", &st);
         if (rc == SQLITE_OK) {
             sqlite3_bind_int64(st, 1, qty);
             sqlite3_bind_text(st, 2, order_id, -1, SQLITE_STATIC);
             rc = sqlite_tx_finish(st, sqlite3_step(st));
         }
-        sqlite3_finalize(st);
+        sqlite_tx_release(st);
         if (rc != SQLITE_OK)
             return rc;
         /* A reservation whose stock row vanished: refuse rather than lose the quantity. */

@@ -30,7 +30,7 @@ int notifications_store_open(sqlite3 **out, const char *path)
 
 void notifications_store_close(sqlite3 *db)
 {
-    sqlite3_close(db);
+    sqlite_tx_close_db(db);
 }
 
 static void set_err(char *err, size_t cap, sqlite3 *db)
@@ -45,10 +45,9 @@ int notifications_store_add(sqlite3 *db, const char *event_id, const char *order
     /* Held so the error text and the change count are this statement's. */
     sqlite3_mutex_enter(sqlite3_db_mutex(db));
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db,
+    int rc = sqlite_tx_prepare(db,
                                 "INSERT OR IGNORE INTO notifications(event_id, order_id, customer, text) "
-                                "VALUES (?, ?, ?, ?)",
-                                -1, &st, NULL);
+                                "VALUES (?, ?, ?, ?)", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, order_id, -1, SQLITE_STATIC);
@@ -59,7 +58,7 @@ int notifications_store_add(sqlite3 *db, const char *event_id, const char *order
     int result = rc == SQLITE_DONE ? (sqlite3_changes(db) == 1 ? 0 : 1) : -1;
     if (result < 0)
         set_err(err, cap, db);
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     sqlite3_mutex_leave(sqlite3_db_mutex(db));
     return result;
 }
@@ -75,10 +74,9 @@ int notifications_store_list(sqlite3 *db, const char *customer, notifications_ro
 {
     sqlite3_mutex_enter(sqlite3_db_mutex(db));
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db,
+    int rc = sqlite_tx_prepare(db,
                                 "SELECT event_id, order_id, customer, text, created_at FROM notifications "
-                                "WHERE customer = ? ORDER BY created_at, rowid",
-                                -1, &st, NULL);
+                                "WHERE customer = ? ORDER BY created_at, rowid", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, customer, -1, SQLITE_STATIC);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
@@ -90,7 +88,7 @@ int notifications_store_list(sqlite3 *db, const char *customer, notifications_ro
     int result = rc == SQLITE_DONE ? 0 : -1;
     if (result < 0)
         set_err(err, cap, db);
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     sqlite3_mutex_leave(sqlite3_db_mutex(db));
     return result;
 }

@@ -40,7 +40,7 @@ int orders_store_open(sqlite3 **out, const char *path)
 
 void orders_store_close(sqlite3 *db)
 {
-    sqlite3_close(db);
+    sqlite_tx_close_db(db);
 }
 
 static void set_err(char *err, size_t cap, sqlite3 *db)
@@ -54,10 +54,9 @@ int orders_store_insert_pending(sqlite3 *db, const char *order_id, const char *c
 {
     sqlite3_mutex_enter(sqlite3_db_mutex(db));
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db,
+    int rc = sqlite_tx_prepare(db,
                                 "INSERT OR IGNORE INTO orders(order_id, customer, sku, qty, amount, status, tx) "
-                                "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                                -1, &st, NULL);
+                                "VALUES (?, ?, ?, ?, ?, 'pending', ?)", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, customer, -1, SQLITE_STATIC);
@@ -70,7 +69,7 @@ int orders_store_insert_pending(sqlite3 *db, const char *order_id, const char *c
     int result = rc == SQLITE_DONE ? (sqlite3_changes(db) == 1 ? 0 : 1) : -1;
     if (result < 0)
         set_err(err, cap, db);
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     sqlite3_mutex_leave(sqlite3_db_mutex(db));
     return result;
 }
@@ -80,10 +79,9 @@ int orders_store_set_status(sqlite3 *db, const char *order_id, const char *statu
 {
     sqlite3_mutex_enter(sqlite3_db_mutex(db));
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db,
+    int rc = sqlite_tx_prepare(db,
                                 "UPDATE orders SET status = ?1, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') "
-                                "WHERE order_id = ?2 AND status <> ?1 AND (?3 IS NULL OR status = ?3)",
-                                -1, &st, NULL);
+                                "WHERE order_id = ?2 AND status <> ?1 AND (?3 IS NULL OR status = ?3)", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, order_id, -1, SQLITE_STATIC);
@@ -96,7 +94,7 @@ int orders_store_set_status(sqlite3 *db, const char *order_id, const char *statu
     int result = rc == SQLITE_DONE ? sqlite3_changes(db) : -1;
     if (result < 0)
         set_err(err, cap, db);
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     sqlite3_mutex_leave(sqlite3_db_mutex(db));
     return result;
 }
@@ -112,10 +110,9 @@ int orders_store_get(sqlite3 *db, const char *order_id, order_row_t *out, char *
 {
     sqlite3_mutex_enter(sqlite3_db_mutex(db));
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db,
+    int rc = sqlite_tx_prepare(db,
                                 "SELECT order_id, customer, sku, status, tx, qty, amount FROM orders "
-                                "WHERE order_id = ?",
-                                -1, &st, NULL);
+                                "WHERE order_id = ?", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
@@ -147,7 +144,7 @@ int orders_store_get(sqlite3 *db, const char *order_id, order_row_t *out, char *
         set_err(err, cap, db);
         result = -1;
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     sqlite3_mutex_leave(sqlite3_db_mutex(db));
     return result;
 }

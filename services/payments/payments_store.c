@@ -54,7 +54,7 @@ int payments_store_deposit(sqlite3 *db, const char *customer, int64_t amount, pa
     sqlite3_stmt *st = NULL;
     payments_account_t now = {0, 0};
     int returned = 0;
-    rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    rc = sqlite_tx_prepare(db, sql, &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, customer, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, amount);
@@ -66,7 +66,7 @@ int payments_store_deposit(sqlite3 *db, const char *customer, int64_t amount, pa
         }
         rc = sqlite_tx_finish(st, rc);
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     if (rc != SQLITE_OK || !returned) {
         sqlite_tx_rollback(db);
         if (rc == SQLITE_OK)
@@ -87,7 +87,7 @@ int payments_store_get(sqlite3 *db, const char *customer, payments_account_t *ou
     sqlite3_mutex_enter(sqlite3_db_mutex(db));
     sqlite3_stmt *st = NULL;
     payments_account_t now = {0, 0};
-    int rc = sqlite3_prepare_v2(db, "SELECT balance, charged FROM accounts WHERE customer = ?", -1, &st, NULL);
+    int rc = sqlite_tx_prepare(db, "SELECT balance, charged FROM accounts WHERE customer = ?", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, customer, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
@@ -97,7 +97,7 @@ int payments_store_get(sqlite3 *db, const char *customer, payments_account_t *ou
         }
         rc = sqlite_tx_finish(st, rc);
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     sqlite3_mutex_leave(sqlite3_db_mutex(db));
     if (rc == SQLITE_OK)
         *out = now;
@@ -108,10 +108,9 @@ int payments_store_get(sqlite3 *db, const char *customer, payments_account_t *ou
 static int take_money(sqlite3 *db, const char *customer, int64_t amount, int *taken, int64_t *balance)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db,
+    int rc = sqlite_tx_prepare(db,
                                 "UPDATE accounts SET balance = balance - ?1, charged = charged + ?1 "
-                                "WHERE customer = ?2 AND balance >= ?1 RETURNING balance",
-                                -1, &st, NULL);
+                                "WHERE customer = ?2 AND balance >= ?1 RETURNING balance", &st);
     *taken = 0;
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, amount);
@@ -123,7 +122,7 @@ static int take_money(sqlite3 *db, const char *customer, int64_t amount, int *ta
         }
         rc = sqlite_tx_finish(st, rc);
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     return rc;
 }
 
@@ -139,7 +138,7 @@ int payments_store_charge(sqlite3 *db, const char *order_id, const char *custome
         int64_t short_of = 0;
         int known = 0;
         sqlite3_stmt *st = NULL;
-        rc = sqlite3_prepare_v2(db, "SELECT balance FROM accounts WHERE customer = ?", -1, &st, NULL);
+        rc = sqlite_tx_prepare(db, "SELECT balance FROM accounts WHERE customer = ?", &st);
         if (rc == SQLITE_OK) {
             sqlite3_bind_text(st, 1, customer, -1, SQLITE_STATIC);
             rc = sqlite3_step(st);
@@ -149,7 +148,7 @@ int payments_store_charge(sqlite3 *db, const char *order_id, const char *custome
             }
             rc = sqlite_tx_finish(st, rc);
         }
-        sqlite3_finalize(st);
+        sqlite_tx_release(st);
         if (rc != SQLITE_OK)
             return rc;
         *result = known ? PAYMENTS_INSUFFICIENT : PAYMENTS_UNKNOWN_CUSTOMER;
@@ -158,10 +157,9 @@ int payments_store_charge(sqlite3 *db, const char *order_id, const char *custome
     }
 
     sqlite3_stmt *st = NULL;
-    rc = sqlite3_prepare_v2(db,
+    rc = sqlite_tx_prepare(db,
                             "INSERT INTO charges(order_id, customer, amount, tx, state) VALUES (?, ?, ?, ?, 'charged') "
-                            "ON CONFLICT(order_id) DO NOTHING",
-                            -1, &st, NULL);
+                            "ON CONFLICT(order_id) DO NOTHING", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, customer, -1, SQLITE_STATIC);
@@ -169,7 +167,7 @@ int payments_store_charge(sqlite3 *db, const char *order_id, const char *custome
         sqlite3_bind_text(st, 4, tx, -1, SQLITE_STATIC);
         rc = sqlite_tx_finish(st, sqlite3_step(st));
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     if (rc != SQLITE_OK)
         return rc;
     /* The caller holds the connection's mutex: changes() is this statement's. */
@@ -181,10 +179,9 @@ int payments_store_refund(sqlite3 *db, const char *order_id, const char *tx, int
 {
     sqlite3_stmt *st = NULL;
     int64_t amount = 0;
-    int rc = sqlite3_prepare_v2(db,
+    int rc = sqlite_tx_prepare(db,
                                 "UPDATE charges SET state = 'refunded' "
-                                "WHERE order_id = ? AND tx = ? AND state = 'charged' RETURNING amount",
-                                -1, &st, NULL);
+                                "WHERE order_id = ? AND tx = ? AND state = 'charged' RETURNING amount", &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, tx, -1, SQLITE_STATIC);
@@ -193,20 +190,19 @@ int payments_store_refund(sqlite3 *db, const char *order_id, const char *tx, int
             amount = sqlite3_column_int64(st, 0);
         rc = sqlite_tx_finish(st, rc);
     }
-    sqlite3_finalize(st);
+    sqlite_tx_release(st);
     if (rc != SQLITE_OK)
         return rc;
     if (amount > 0) {
-        rc = sqlite3_prepare_v2(db,
+        rc = sqlite_tx_prepare(db,
                                 "UPDATE accounts SET balance = balance + ?1, charged = charged - ?1 "
-                                "WHERE customer = (SELECT customer FROM charges WHERE order_id = ?2)",
-                                -1, &st, NULL);
+                                "WHERE customer = (SELECT customer FROM charges WHERE order_id = ?2)", &st);
         if (rc == SQLITE_OK) {
             sqlite3_bind_int64(st, 1, amount);
             sqlite3_bind_text(st, 2, order_id, -1, SQLITE_STATIC);
             rc = sqlite_tx_finish(st, sqlite3_step(st));
         }
-        sqlite3_finalize(st);
+        sqlite_tx_release(st);
         if (rc != SQLITE_OK)
             return rc;
         /* A charge whose account vanished: refuse rather than lose the money. */
