@@ -248,6 +248,13 @@ typedef struct natomic_named_command {
 const natomic_named_command_t *natomic__registry_find(const natomic_service_t *svc, const char *name);
 void natomic__registry_free(natomic_service_t *svc);
 
+/* ---- barrier.c ------------------------------------------------------ */
+/* The statements the barrier keeps on a service's store (BEGIN, the row
+   insert, the reason lookup, COMMIT, ROLLBACK). */
+#define NATOMIC_BARRIER_STMT_COUNT_ 5
+/* Finalizes them; natomic_service_destroy calls it, before the store is closed. */
+void natomic__barrier_forget(natomic_service_t *svc);
+
 /* ---- service.c ------------------------------------------------------ */
 typedef struct natomic_method natomic_method_t;
 struct natomic_method {
@@ -310,6 +317,9 @@ struct natomic_service {
     _Atomic uint64_t retries;
     _Atomic uint64_t events_handled, events_failed;
     _Atomic uint64_t barrier[NATOMIC_BARRIER_OUTCOME_COUNT_];
+    /* barrier.c's statements on `store`, prepared once and used only under
+       the connection's mutex; finalized by natomic_service_destroy */
+    struct sqlite3_stmt *barrier_stmts[NATOMIC_BARRIER_STMT_COUNT_];
     natomic_event_sub_t *event_subs; /* array of n_event_subs               */
     size_t n_event_subs;
     /* durable mode, idempotency, housekeeping */

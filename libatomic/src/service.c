@@ -887,6 +887,7 @@ NATOMIC_API void natomic_service_destroy(natomic_service_t *svc)
         free(svc->event_subs[i].subject);
     free(svc->event_subs);
     natomic__registry_free(svc);
+    natomic__barrier_forget(svc);
     pthread_mutex_destroy(&svc->housekeeping_mu);
     pthread_cond_destroy(&svc->housekeeping_cond);
     free(svc->workers);
