@@ -109,6 +109,10 @@ NATOMIC_API natomic_status_t natomic_error_kind(int code);
 #define NATOMIC_HDR_CALL_ID     "Natomic-Call-Id"     /* the sender's call id     */
 #define NATOMIC_HDR_CALL_CHAIN  "Natomic-Call-Chain"  /* ancestors, comma list    */
 #define NATOMIC_HDR_DEADLINE_MS "Natomic-Deadline-Ms" /* remaining budget, ms     */
+/* The longest budget a call carries, one day: a Natomic-Deadline-Ms above
+   it, or a call's timeout above it, is taken as this much (so that adding
+   it to a clock can never overflow, whatever a client sends). */
+#define NATOMIC_MAX_BUDGET_MS   86400000LL
 #define NATOMIC_HDR_CALLER      "Natomic-Caller"      /* calling service's name   */
 #define NATOMIC_HDR_PHASE       "Natomic-Phase"       /* rollback|dispatch: a call made by a command */
 #define NATOMIC_HDR_ROLLBACK    "Natomic-Rollback"    /* complete|incomplete|none */

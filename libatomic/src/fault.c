@@ -299,9 +299,15 @@ static int parse_entry(const char *entry, fault_rule_t *r, char *err, size_t cap
     return 0;
 }
 
-/* Parses a whole list into out[] (may be NULL); returns the count or -1. */
+/* Parses a whole list into out[] (may be NULL); returns the count or -1. A point named twice is refused:
+   which of its two rules would hold is not something a reader of the list should have to know. */
 static int parse_list(const char *spec, fault_rule_t *out, int max, char *err, size_t cap)
 {
+    fault_rule_t local[MAX_RULES];
+    if (out == NULL || max > MAX_RULES) {
+        out = local;
+        max = max < MAX_RULES ? max : MAX_RULES;
+    }
     int n = 0;
     const char *p = spec;
     while (p != NULL && *p != '\0') {
@@ -326,9 +332,12 @@ static int parse_list(const char *spec, fault_rule_t *out, int max, char *err, s
                 snprintf(err, cap, "more than %d fault points", max);
                 return -1;
             }
-            if (out != NULL)
-                out[n] = r;
-            n++;
+            for (int k = 0; k < n; k++)
+                if (strcmp(out[k].point, r.point) == 0) {
+                    snprintf(err, cap, "fault point %s is named twice (again in '%s'): give it one rule", r.point, e);
+                    return -1;
+                }
+            out[n++] = r;
         }
         p = end != NULL ? end + 1 : NULL;
     }

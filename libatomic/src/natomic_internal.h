@@ -256,6 +256,14 @@ void natomic__registry_free(natomic_service_t *svc);
 void natomic__barrier_forget(natomic_service_t *svc);
 
 /* ---- service.c ------------------------------------------------------ */
+/*
+ * Reads a request's Natomic-Deadline-Ms (`h`, NULL when absent) at `now_ms`:
+ * 0 with *deadline_ms the absolute deadline (0: none), the budget capped at
+ * NATOMIC_MAX_BUDGET_MS; 1 when the budget is already spent (<= 0); -1 when
+ * it is not a number. Any client chooses `h`: tests/fuzz feeds it.
+ */
+int natomic__parse_deadline(const char *h, int64_t now_ms, int64_t *deadline_ms);
+
 typedef struct natomic_method natomic_method_t;
 struct natomic_method {
     char *name;

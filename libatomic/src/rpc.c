@@ -229,6 +229,8 @@ static natomic_status_t do_request(ProtobufCMessage **reply, natsConnection *nc,
     if (reply == NULL || nc == NULL || subject == NULL || *subject == '\0' || request == NULL ||
         reply_desc == NULL || request->descriptor == NULL || timeout_ms <= 0)
         return info->kind = NATOMIC_EINVAL;
+    if (timeout_ms > NATOMIC_MAX_BUDGET_MS)
+        timeout_ms = NATOMIC_MAX_BUDGET_MS;
 
     size_t len = 0;
     uint8_t *data = natomic__pack(request, &len);

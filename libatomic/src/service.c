@@ -484,6 +484,23 @@ static void call_failed(natomic_service_t *svc, natsMsg *msg, natomic_ctx_t *ctx
                  ctx->tx, natomic_outcome_name(rolled));
 }
 
+int natomic__parse_deadline(const char *h, int64_t now_ms, int64_t *deadline_ms)
+{
+    *deadline_ms = 0;
+    if (h == NULL)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long ms = strtoll(h, &end, 10);
+    if (errno != 0 || end == h || *end != '\0')
+        return -1;
+    if (ms <= 0)
+        return 1;
+    /* Capped before it is added: any client may send INT64_MAX, and now + that overflows. */
+    *deadline_ms = now_ms + (ms < NATOMIC_MAX_BUDGET_MS ? (int64_t)ms : NATOMIC_MAX_BUDGET_MS);
+    return 0;
+}
+
 /* One call, start to end, on the calling worker thread. `injected`: fail it before the handler. */
 static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
 {
@@ -526,21 +543,15 @@ static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
     ProtobufCMessage *request = NULL, *reply = NULL;
 
     h = natomic__header(msg, NATOMIC_HDR_DEADLINE_MS);
-    if (h != NULL) {
-        char *end = NULL;
-        errno = 0;
-        long long ms = strtoll(h, &end, 10);
-        if (errno != 0 || end == h || *end != '\0') {
-            kind = NATOMIC_EBADINPUT;
-            natomic__copy(type, sizeof type, "BadRequest");
-            snprintf(text, sizeof text, "header %s is not a number of milliseconds", NATOMIC_HDR_DEADLINE_MS);
-        } else if (ms <= 0) {
-            kind = NATOMIC_ETIMEOUT;
-            natomic__copy(type, sizeof type, "DeadlineExceeded");
-            snprintf(text, sizeof text, "the caller's deadline passed before %s started", m->subject);
-        } else {
-            ctx.deadline_ms = natomic__now_ms() + (int64_t)ms;
-        }
+    int deadline = natomic__parse_deadline(h, natomic__now_ms(), &ctx.deadline_ms);
+    if (deadline < 0) {
+        kind = NATOMIC_EBADINPUT;
+        natomic__copy(type, sizeof type, "BadRequest");
+        snprintf(text, sizeof text, "header %s is not a number of milliseconds", NATOMIC_HDR_DEADLINE_MS);
+    } else if (deadline > 0) {
+        kind = NATOMIC_ETIMEOUT;
+        natomic__copy(type, sizeof type, "DeadlineExceeded");
+        snprintf(text, sizeof text, "the caller's deadline passed before %s started", m->subject);
     }
     if (kind == NATOMIC_OK) {
         request = protobuf_c_message_unpack(m->request_desc, NULL, (size_t)natsMsg_GetDataLength(msg),

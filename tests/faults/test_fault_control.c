@@ -265,6 +265,7 @@ START_TEST(test_validate_lists)
     };
     static const char *const bad[] = {
         "=drop", "x=drop@0", "x=drop%0", "x=drop%1.5", "x=delay:", "x=delay:-1", "nonsense", "ok=error;x=explode",
+        "x=error;x=drop", "natomic/before_reply=drop#1;y=error;natomic/before_reply=drop#3",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         char err[256] = "";

@@ -94,6 +94,16 @@ void participant_seed_barrier(const char *db_path)
     ck_assert_msg(rc == SQLITE_OK, "seeding the barrier of %s: %s", db_path, sqlite3_errstr(rc));
 }
 
+void participant_check_swept(const char *db_path)
+{
+    const char *old = "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-old'";
+    int64_t end = fixture_now_ms() + fixture_ms(5000);
+    while (fixture_db_int(db_path, "%s", old) != 0 && fixture_now_ms() < end)
+        fixture_sleep_ms(20);
+    ck_assert_int_eq(fixture_db_int(db_path, "%s", old), 0);
+    ck_assert_int_eq(fixture_db_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-new'"), 1);
+}
+
 /* Runs the binary with `args` to its own exit (bounded); asserts the exit status; leaves its log in `log`. */
 static void run_to_exit(const char *bin_env, const char *const args[], int want, char *log, size_t cap)
 {

@@ -57,6 +57,13 @@ uint64_t participant_barrier_count(participant_t *p, natomic_barrier_outcome_t o
 void participant_seed_barrier(const char *db_path);
 
 /*
+ * Asserts that the service swept the old row and kept the fresh one. The first sweep runs on
+ * the service's housekeeping thread, which may start after the service answers its first ping:
+ * waits for it, bounded (5 s, scaled like every fixture wait).
+ */
+void participant_check_swept(const char *db_path);
+
+/*
  * The binary $bin_env refuses cleanly: exit 1 naming the URL when NATS is
  * unreachable, exit 2 for a bad option, exit 0 for --help whose text
  * contains `help_needle`.

@@ -420,8 +420,7 @@ START_TEST(test_binary_sweeps_serves_and_stops)
         fixture_stop_child(&c, SIGKILL);
     ck_assert_msg(up, "inventory never answered (log: %s)", c.log_path);
 
-    ck_assert_int_eq(fixture_db_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-old'"), 0);
-    ck_assert_int_eq(fixture_db_int(db_path, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-new'"), 1);
+    participant_check_swept(db_path);
 
     Inventory__RestockRequest req = INVENTORY__RESTOCK_REQUEST__INIT;
     req.sku = "pen";
