@@ -66,7 +66,9 @@
  * Files. The JSON goes to --json FILE, else to
  * bench-results/saga-<date>-<time>.json (the folder made if missing,
  * relative to the current folder: ./lab runs from the project's root);
- * the chart to --svg FILE, else next to the JSON with .svg for .json.
+ * the chart to --svg FILE, else next to the JSON with .svg for .json (and,
+ * then, a copy as reports/bench/saga-throughput.svg: the latest run's chart
+ * with the lab's other reports).
  *
  * Bounds. Counts are fixed by the options, the memory load by its time
  * (and a count); each call times out (10 s for a measured call, 60 s under
@@ -106,6 +108,8 @@
 
 #define RECOVERY_TARGET_MS 1000.0 /* DESIGN §5: compensations done <= 1 s after the restart */
 #define DEFAULT_OUT_DIR "bench-results"
+#define REPORT_DIR_PARENT "reports"
+#define REPORT_DIR "reports/bench" /* the latest chart, beside reports/latest and reports/explore */
 
 #define PROGRAM "natomic-bench-saga" /* how its messages start */
 
@@ -842,6 +846,11 @@ int main(int argc, char **argv)
             rc = 1;
         else
             fprintf(stderr, PROGRAM ": chart written to %s\n", b.opt.svg);
+        /* The default run also leaves the latest chart with the lab's other reports. */
+        if (rc != 1 && b.opt.svg == b.opt.svg_default && (mkdir(REPORT_DIR_PARENT, 0755) == 0 || errno == EEXIST) &&
+            (mkdir(REPORT_DIR, 0755) == 0 || errno == EEXIST) &&
+            saga_compare_plot(b.compare, REPORT_DIR "/saga-throughput.svg", PROGRAM) == 0)
+            fprintf(stderr, PROGRAM ": and the latest at %s/saga-throughput.svg\n", REPORT_DIR);
     }
 
 out:

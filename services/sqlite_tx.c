@@ -13,9 +13,13 @@
 #include <sqlite3.h>
 
 #include <natomic.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 /*
  * The statement cache (sqlite_tx.h): one table for the process, small and
@@ -112,9 +116,24 @@ void sqlite_tx_close_db(sqlite3 *db)
     sqlite3_close(db);
 }
 
+int sqlite_tx_create_private(const char *path)
+{
+    if (path == NULL || path[0] == '\0' || path[0] == ':' || strncmp(path, "file:", 5) == 0)
+        return 0; /* in memory, temporary, or a URI: SQLite's to handle */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
 int sqlite_tx_open(sqlite3 **out, const char *path, const char *service)
 {
     sqlite3 *db = NULL;
+    if (sqlite_tx_create_private(path) != 0) {
+        fprintf(stderr, "%s: cannot create %s: %s\n", service, path, strerror(errno));
+        return -1;
+    }
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(db, 5000);

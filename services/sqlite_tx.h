@@ -16,7 +16,16 @@ struct sqlite3;
 struct sqlite3_stmt;
 
 /*
- * Opens (creating) `path` for the service `service`: serialized mode
+ * Creates `path` readable and writable by its owner only (0600), unless it
+ * exists already (then it is left as it is) or names no file (":memory:",
+ * "", a "file:" URI). SQLite gives the -wal and -shm files the mode of the
+ * database, so the whole store stays private: it holds balances and
+ * orders. 0, or -1 with errno set.
+ */
+int sqlite_tx_create_private(const char *path);
+
+/*
+ * Opens (creating, private: sqlite_tx_create_private) `path` for the service `service`: serialized mode
  * (SQLITE_OPEN_FULLMUTEX), WAL journal, synchronous=NORMAL, busy timeout
  * 5000 ms. 0 with *out set, or -1 with a message on stderr and nothing
  * left open. Close with sqlite_tx_close_db() (the statement cache first).

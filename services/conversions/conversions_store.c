@@ -10,10 +10,13 @@
  * Deleting is idempotent so a retried rollback is harmless.
  */
 #include "conversions_store.h"
+#include "sqlite_tx.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct conversions_store {
     sqlite3 *db;
@@ -33,6 +36,11 @@ int conversions_store_open(conversions_store_t **out, const char *path)
     conversions_store_t *s = calloc(1, sizeof *s);
     if (s == NULL)
         return -1;
+    if (sqlite_tx_create_private(path) != 0) { /* the history is the user's: owner only */
+        fprintf(stderr, "conversions: cannot create %s: %s\n", path, strerror(errno));
+        free(s);
+        return -1;
+    }
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(s->db, 5000);

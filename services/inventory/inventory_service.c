@@ -33,6 +33,7 @@
 
 #include "inventory.pb-c.h"
 #include "inventory_store.h"
+#include "request_fields.h"
 
 /* What a barrier body needs: the call (to fail it) and the request. */
 typedef struct barrier_call {
@@ -61,8 +62,8 @@ static natomic_status_t restock(natomic_ctx_t *ctx, const ProtobufCMessage *requ
     Inventory__StockReply *out = (Inventory__StockReply *)reply;
     sqlite3 *db = closure;
 
-    if (*req->sku == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "sku must not be empty");
+    if (request_text(ctx, "sku", req->sku) != NATOMIC_OK)
+        return NATOMIC_EBADINPUT;
     if (req->qty <= 0)
         return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "qty must be positive, got %" PRId64,
                             req->qty);
@@ -114,10 +115,10 @@ static natomic_status_t reserve(natomic_ctx_t *ctx, const ProtobufCMessage *requ
     Inventory__ReserveReply *out = (Inventory__ReserveReply *)reply;
     sqlite3 *db = closure;
 
-    if (*req->order_id == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "order_id must not be empty");
-    if (*req->sku == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "sku must not be empty");
+    if (request_text(ctx, "order_id", req->order_id) != NATOMIC_OK)
+        return NATOMIC_EBADINPUT;
+    if (request_text(ctx, "sku", req->sku) != NATOMIC_OK)
+        return NATOMIC_EBADINPUT;
     if (req->qty <= 0)
         return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "qty must be positive, got %" PRId64,
                             req->qty);
@@ -162,8 +163,8 @@ static natomic_status_t release(natomic_ctx_t *ctx, const ProtobufCMessage *requ
     Inventory__ReleaseReply *out = (Inventory__ReleaseReply *)reply;
     sqlite3 *db = closure;
 
-    if (*req->order_id == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "order_id must not be empty");
+    if (request_text(ctx, "order_id", req->order_id) != NATOMIC_OK)
+        return NATOMIC_EBADINPUT;
     barrier_call_t call = {ctx, req->order_id, NULL, 0, 0};
     natomic_barrier_outcome_t outcome;
     natomic_status_t st =

@@ -26,6 +26,7 @@
 #include "notifications.pb-c.h"
 #include "notifications_store.h"
 #include "orders.pb-c.h"
+#include "request_fields.h"
 
 #define MAX_TEXT 512
 
@@ -118,8 +119,8 @@ static natomic_status_t list(natomic_ctx_t *ctx, const ProtobufCMessage *request
     const Notifications__ListRequest *req = (const Notifications__ListRequest *)request;
     Notifications__ListReply *out = (Notifications__ListReply *)reply;
     struct sqlite3 *db = closure;
-    if (req->customer == NULL || *req->customer == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "customer must not be empty");
+    if (request_text(ctx, "customer", req->customer) != NATOMIC_OK)
+        return NATOMIC_EBADINPUT;
 
     list_builder_t b = {.ctx = ctx};
     char err[256];

@@ -60,26 +60,17 @@
 #include "orders.pb-c.h"
 #include "orders_store.h"
 #include "payments.pb-c.h"
+#include "request_fields.h"
 #include "sqlite_tx.h"
 
 #include <sqlite3.h>
 
-#define MAX_FIELD_LEN 200 /* customer and sku: keeps ids and messages readable */
 
 static bool is_error_kind(natomic_status_t st)
 {
     return st >= NATOMIC_EBADINPUT && st <= NATOMIC_EINTERNAL;
 }
 
-static natomic_status_t check_field(natomic_ctx_t *ctx, const char *name, const char *value)
-{
-    if (value == NULL || *value == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "%s must not be empty", name);
-    if (strlen(value) > MAX_FIELD_LEN)
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "%s is longer than %d bytes", name,
-                            MAX_FIELD_LEN);
-    return NATOMIC_OK;
-}
 
 /* ---- rollback command: cancel the order ------------------------------- */
 
@@ -95,7 +86,7 @@ static natomic_status_t check_field(natomic_ctx_t *ctx, const char *name, const 
 static natomic_status_t cancel_order(natomic_ctx_t *ctx, const void *data, size_t len, void *closure)
 {
     struct sqlite3 *db = closure;
-    char order_id[MAX_FIELD_LEN + 8];
+    char order_id[REQUEST_TEXT_MAX + 8];
     if (len == 0 || len >= sizeof order_id)
         return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "orders.cancel: bad order id");
     memcpy(order_id, data, len);
@@ -183,9 +174,9 @@ static natomic_status_t create_order(natomic_ctx_t *ctx, const ProtobufCMessage 
     struct sqlite3 *db = closure;
 
     /* 1. Validate: a bad request writes nothing and calls nobody. */
-    natomic_status_t st = check_field(ctx, "customer", req->customer);
+    natomic_status_t st = request_text(ctx, "customer", req->customer);
     if (st == NATOMIC_OK)
-        st = check_field(ctx, "sku", req->sku);
+        st = request_text(ctx, "sku", req->sku);
     if (st != NATOMIC_OK)
         return st;
     if (req->qty <= 0)
@@ -291,7 +282,7 @@ static natomic_status_t get_order(natomic_ctx_t *ctx, const ProtobufCMessage *re
     Orders__OrderReply *out = (Orders__OrderReply *)reply;
     struct sqlite3 *db = closure;
 
-    natomic_status_t st = check_field(ctx, "order_id", req->order_id);
+    natomic_status_t st = request_text(ctx, "order_id", req->order_id);
     if (st != NATOMIC_OK)
         return st;
     order_row_t row;

@@ -33,6 +33,7 @@
 
 #include "payments.pb-c.h"
 #include "payments_store.h"
+#include "request_fields.h"
 
 /* What a barrier body needs: the call (to fail it) and the request. */
 typedef struct barrier_call {
@@ -61,8 +62,8 @@ static natomic_status_t deposit(natomic_ctx_t *ctx, const ProtobufCMessage *requ
     Payments__BalanceReply *out = (Payments__BalanceReply *)reply;
     sqlite3 *db = closure;
 
-    if (*req->customer == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "customer must not be empty");
+    if (request_text(ctx, "customer", req->customer) != NATOMIC_OK)
+        return NATOMIC_EBADINPUT;
     if (req->amount <= 0)
         return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "amount must be positive, got %" PRId64,
                             req->amount);
@@ -114,10 +115,10 @@ static natomic_status_t charge(natomic_ctx_t *ctx, const ProtobufCMessage *reque
     Payments__ChargeReply *out = (Payments__ChargeReply *)reply;
     sqlite3 *db = closure;
 
-    if (*req->order_id == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "order_id must not be empty");
-    if (*req->customer == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "customer must not be empty");
+    if (request_text(ctx, "order_id", req->order_id) != NATOMIC_OK)
+        return NATOMIC_EBADINPUT;
+    if (request_text(ctx, "customer", req->customer) != NATOMIC_OK)
+        return NATOMIC_EBADINPUT;
     if (req->amount <= 0)
         return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "amount must be positive, got %" PRId64,
                             req->amount);
@@ -162,8 +163,8 @@ static natomic_status_t refund(natomic_ctx_t *ctx, const ProtobufCMessage *reque
     Payments__RefundReply *out = (Payments__RefundReply *)reply;
     sqlite3 *db = closure;
 
-    if (*req->order_id == '\0')
-        return natomic_fail(ctx, NATOMIC_EBADINPUT, "InvalidRequest", "order_id must not be empty");
+    if (request_text(ctx, "order_id", req->order_id) != NATOMIC_OK)
+        return NATOMIC_EBADINPUT;
     barrier_call_t call = {ctx, req->order_id, NULL, 0, 0};
     natomic_barrier_outcome_t outcome;
     natomic_status_t st =

@@ -256,6 +256,23 @@ START_TEST(test_bad_input)
     call_release(&r, &p, "tx-bad", "");
     expect_error(&r, "release without order_id", 400, "InvalidRequest");
     fixture_reply_clear(&r);
+    /* Text fields over 200 bytes (REQUEST_TEXT_MAX) are refused before anything is stored. */
+    char long_text[202];
+    memset(long_text, 'x', sizeof long_text - 1);
+    long_text[sizeof long_text - 1] = '\0';
+    call_restock(&r, &p, long_text, 5);
+    expect_error(&r, "restock of a 201-byte sku", 400, "InvalidRequest");
+    fixture_reply_clear(&r);
+    call_reserve(&r, &p, "tx-bad", long_text, "book", 1);
+    expect_error(&r, "reserve with a 201-byte order_id", 400, "InvalidRequest");
+    fixture_reply_clear(&r);
+    call_reserve(&r, &p, "tx-bad", "order-7", long_text, 1);
+    expect_error(&r, "reserve of a 201-byte sku", 400, "InvalidRequest");
+    fixture_reply_clear(&r);
+    call_release(&r, &p, "tx-bad", long_text);
+    expect_error(&r, "release with a 201-byte order_id", 400, "InvalidRequest");
+    fixture_reply_clear(&r);
+    ck_assert_int_eq(participant_db_int(&p, "SELECT count(*) FROM stock WHERE length(sku) > 200"), 0);
     /* A restock that would overflow 64 bits is refused, the stock untouched. */
     call_restock(&r, &p, "book", INT64_MAX - 2);
     expect_error(&r, "overflowing restock", 400, "InvalidRequest");

@@ -213,6 +213,23 @@ START_TEST(test_declined_charge_leaves_nothing)
     fixture_reply_clear(&r);
     check_balance(&p, "ann", 100, 0);
     ck_assert_int_eq(charges(&p, "1"), 0);
+    /* Text fields over 200 bytes (REQUEST_TEXT_MAX) are refused before anything is stored. */
+    char long_text[202];
+    memset(long_text, 'x', sizeof long_text - 1);
+    long_text[sizeof long_text - 1] = '\0';
+    call_deposit(&r, &p, long_text, 5);
+    expect_error(&r, "deposit for a 201-byte customer", 400, "InvalidRequest");
+    fixture_reply_clear(&r);
+    call_charge(&r, &p, "tx-bad", long_text, "ann", 1);
+    expect_error(&r, "charge with a 201-byte order_id", 400, "InvalidRequest");
+    fixture_reply_clear(&r);
+    call_charge(&r, &p, "tx-bad", "order-7", long_text, 1);
+    expect_error(&r, "charge of a 201-byte customer", 400, "InvalidRequest");
+    fixture_reply_clear(&r);
+    call_refund(&r, &p, "tx-bad", long_text);
+    expect_error(&r, "refund with a 201-byte order_id", 400, "InvalidRequest");
+    fixture_reply_clear(&r);
+    ck_assert_int_eq(participant_db_int(&p, "SELECT count(*) FROM accounts WHERE length(customer) > 200"), 0);
     /* The declined charge rolled back with its barrier row: the refund finds no action. */
     ck_assert_int_eq(participant_db_int(&p, "SELECT count(*) FROM natomic_barrier WHERE tx = 'tx-poor'"), 0);
     check_refunded(&p, "tx-poor", "order-4", "null_compensation", 0);

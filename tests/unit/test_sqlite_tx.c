@@ -15,13 +15,18 @@
  *   5. more distinct statements than the cache holds still work: those it
  *      cannot keep are finalized on release;
  *   6. eight threads sharing one connection, each running transactions of
- *      cached statements, lose no update.
+ *      cached statements, lose no update;
+ *   7. a store sqlite_tx_open creates is its owner's only (0600), and so
+ *      are its -wal and -shm files; an existing file keeps its mode.
  */
 #include <check.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "sqlite_tx.h"
 
@@ -181,6 +186,51 @@ START_TEST(threads_sharing_a_connection_lose_nothing)
 }
 END_TEST
 
+/* The permission bits of `path`, or -1 when it does not exist. */
+static int mode_of(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int)(st.st_mode & 0777) : -1;
+}
+
+START_TEST(store_files_are_private)
+{
+    char dir[] = "/tmp/natomic-sqlite-tx-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256], wal[300], shm[300], old[256];
+    snprintf(path, sizeof path, "%s/store.db", dir);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    snprintf(shm, sizeof shm, "%s-shm", path);
+    mode_t was = umask(022); /* the usual umask, which alone would leave the files world-readable */
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite_tx_open(&db, path, "test"), 0);
+    ck_assert_int_eq(sqlite3_exec(db, "CREATE TABLE t(v); INSERT INTO t VALUES (1);", NULL, NULL, NULL), SQLITE_OK);
+    ck_assert_int_eq(mode_of(path), 0600);
+    ck_assert_int_eq(mode_of(wal), 0600);
+    ck_assert_int_eq(mode_of(shm), 0600);
+    sqlite_tx_close_db(db);
+
+    /* A file the user made stays as the user made it. */
+    snprintf(old, sizeof old, "%s/theirs.db", dir);
+    FILE *f = fopen(old, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    ck_assert_int_eq(chmod(old, 0640), 0);
+    ck_assert_int_eq(sqlite_tx_open(&db, old, "test"), 0);
+    ck_assert_int_eq(mode_of(old), 0640);
+    sqlite_tx_close_db(db);
+    umask(was);
+
+    /* In-memory names create nothing. */
+    ck_assert_int_eq(sqlite_tx_create_private(":memory:"), 0);
+    ck_assert_int_eq(sqlite_tx_create_private(""), 0);
+
+    char rm[300];
+    snprintf(rm, sizeof rm, "rm -rf -- '%s'", dir);
+    ck_assert_int_eq(system(rm), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sqlite_tx");
@@ -190,6 +240,7 @@ int main(void)
     tcase_add_test(tc, bindings_do_not_leak_into_the_next_call);
     tcase_add_test(tc, more_statements_than_the_cache_holds);
     tcase_add_test(tc, threads_sharing_a_connection_lose_nothing);
+    tcase_add_test(tc, store_files_are_private);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
