@@ -8,6 +8,7 @@
  */
 #include "service_main.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "service_options.h"
@@ -25,7 +26,11 @@ int service_main(int argc, char **argv, const service_def_t *def)
         return 1;
     natsConnection *nc = NULL;
     natomic_service_t *svc = NULL;
-    natomic_status_t st = natomic_connect(&nc, opt.nats_url, NULL);
+    char err[512] = "";
+    natomic_status_t st = natomic_connect_config(&nc, &opt.conn, err, sizeof err);
+    bool connected = st == NATOMIC_OK;
+    if (!connected)
+        fprintf(stderr, "%s: %s\n", def->name, err);
     if (st == NATOMIC_OK) {
         natomic_service_config_t cfg = {
             .name = def->name,
@@ -42,9 +47,10 @@ int service_main(int argc, char **argv, const service_def_t *def)
         st = def->register_methods(svc, state);
     if (st == NATOMIC_OK)
         st = natomic_service_run(svc);
-    if (st != NATOMIC_OK)
-        fprintf(stderr, "%s: %s (%s, %s mode)\n", def->name, natomic_strerror(st), opt.nats_url,
-                natomic_mode_name(opt.mode));
+    char url[512];
+    if (st != NATOMIC_OK && connected)
+        fprintf(stderr, "%s: %s (%s, %s mode)\n", def->name, natomic_strerror(st),
+                natomic_url_redacted(url, sizeof url, opt.nats_url), natomic_mode_name(opt.mode));
     natomic_service_destroy(svc);
     natsConnection_Destroy(nc);
     def->close(state);

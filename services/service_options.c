@@ -17,9 +17,12 @@ static void usage(FILE *f, const char *prog, const char *service, const char *ab
 {
     fprintf(f,
             "Usage: %s [--nats URL] [--db PATH] [--workers N] [--mode memory|durable] [--instance NAME]\n"
+            "          [--user NAME [--password P] | --token T | --creds FILE] [--tlscert FILE --tlskey FILE]\n"
+            "          [--tlsca FILE]\n"
             "\n%s\n\n"
             "Options:\n"
-            "  --nats URL        NATS server (default: $NATS_URL or nats://127.0.0.1:4222)\n"
+            "  --nats URL        the same as --server\n"
+            "%s"
             "  --db PATH         SQLite file of this service (default: ./%s.db)\n"
             "  --workers N       calls handled at once, 1..1024 (default: 10)\n"
             "  --mode MODE       durable: saga log, recovery, outbox and durable consumers on\n"
@@ -33,7 +36,7 @@ static void usage(FILE *f, const char *prog, const char *service, const char *ab
             "A request with Natomic-Idempotency-Key replays the first outcome of that key.\n"
             "SIGTERM or SIGINT stops it gracefully: calls in flight finish first.\n"
             "Log level: NATOMIC_LOG=error|warn|info|debug (default info).\n",
-            prog, about, service, service);
+            prog, about, natomic_conn_config_help(), service, service);
 }
 
 /* [A-Za-z0-9_-]{1,64} */
@@ -57,6 +60,14 @@ int service_options_parse(service_options_t *out, int argc, char **argv, const c
     service_options_t o = {.nats_url = natomic_default_url(), .db_path = default_db, .workers = 10,
                            .mode = NATOMIC_MODE_DURABLE, .instance = NULL};
     static const struct option longopts[] = {{"nats", required_argument, NULL, 'n'},
+                                             {"server", required_argument, NULL, 'n'},
+                                             {"user", required_argument, NULL, 'c'},
+                                             {"password", required_argument, NULL, 'c'},
+                                             {"token", required_argument, NULL, 'c'},
+                                             {"creds", required_argument, NULL, 'c'},
+                                             {"tlscert", required_argument, NULL, 'c'},
+                                             {"tlskey", required_argument, NULL, 'c'},
+                                             {"tlsca", required_argument, NULL, 'c'},
                                              {"db", required_argument, NULL, 'd'},
                                              {"workers", required_argument, NULL, 'w'},
                                              {"mode", required_argument, NULL, 'm'},
@@ -72,13 +83,17 @@ int service_options_parse(service_options_t *out, int argc, char **argv, const c
         instance = NULL;
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    int longindex = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, &longindex)) != -1) {
         switch (c) {
         case 'n':
             o.nats_url = optarg;
             break;
         case 'd':
             o.db_path = optarg;
+            break;
+        case 'c': /* a connection flag: credentials, TLS (natomic_conn_config_set) */
+            natomic_conn_config_set(&o.conn, longopts[longindex].name, optarg);
             break;
         case 'w': {
             char *end = NULL;
@@ -131,6 +146,15 @@ int service_options_parse(service_options_t *out, int argc, char **argv, const c
         return 2;
     }
     o.instance = instance;
+    /* The flags first, then NATS_* for what they left unset; a bad file is refused before connecting. */
+    o.conn.url = o.nats_url;
+    natomic_conn_config_from_env(&o.conn);
+    char err[512];
+    if (natomic_conn_config_check(&o.conn, err, sizeof err) != NATOMIC_OK) {
+        fprintf(stderr, "%s: %s\n", argv[0], err);
+        *exit_now = 1;
+        return 2;
+    }
     *out = o;
     return 0;
 }

@@ -1,7 +1,9 @@
 /*
  * service_options.h -- the command line every example service shares:
- * --nats URL, --db PATH, --workers N, --mode memory|durable, --instance NAME,
- * --help.
+ * --nats URL (or --server), --db PATH, --workers N, --mode memory|durable,
+ * --instance NAME, the connection's credentials and TLS as the `nats` CLI
+ * takes them (--user, --password, --token, --creds, --tlscert, --tlskey,
+ * --tlsca, and their NATS_* variables), --help.
  */
 #ifndef SERVICE_OPTIONS_H
 #define SERVICE_OPTIONS_H
@@ -9,7 +11,8 @@
 #include <natomic.h>
 
 typedef struct service_options {
-    const char *nats_url;  /* --nats, else $NATS_URL, else nats://127.0.0.1:4222 */
+    const char *nats_url;  /* --nats/--server, else $NATS_URL, else nats://127.0.0.1:4222 */
+    natomic_conn_config_t conn; /* the URL above, credentials and TLS (checked: files readable) */
     const char *db_path;   /* --db, else "<service>.db" in the current folder     */
     int workers;           /* --workers, else 10                                  */
     natomic_mode_t mode;   /* --mode, else $NATOMIC_MODE, else durable            */

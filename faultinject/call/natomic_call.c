@@ -35,13 +35,15 @@ static void usage(FILE *f)
           "as named by the service's $SRV.INFO answer.\n"
           "\n"
           "Options:\n"
-          "  --nats URL       NATS server (default: $NATS_URL or nats://127.0.0.1:4222)\n"
-          "  --timeout MS     how long to wait for the reply (default 5000)\n"
-          "  --tx ID          run the call in this transaction (Natomic-Tx)\n"
-          "  --key KEY        idempotency key (Natomic-Idempotency-Key): a repeated call\n"
-          "                   with the same key gets the first outcome, marked replayed\n"
-          "  --list           list the methods of SERVICE (give SERVICE only)\n"
-          "  -h, --help       show this help\n"
+          "  --nats URL        the same as --server\n",
+          f);
+    fputs(natomic_conn_config_help(), f);
+    fputs("  --timeout MS      how long to wait for the reply (default 5000)\n"
+          "  --tx ID           run the call in this transaction (Natomic-Tx)\n"
+          "  --key KEY         idempotency key (Natomic-Idempotency-Key): a repeated call\n"
+          "                    with the same key gets the first outcome, marked replayed\n"
+          "  --list            list the methods of SERVICE (give SERVICE only)\n"
+          "  -h, --help        show this help\n"
           "\n"
           "Exit status: 0 success, 1 the service answered with an error,\n"
           "2 bad usage or bad JSON, 3 transport failure (unreachable, no service, timeout).\n"
@@ -229,21 +231,30 @@ out:
 
 int main(int argc, char **argv)
 {
-    const char *url = natomic_default_url(), *tx = NULL, *key = NULL;
+    natomic_conn_config_t conn = {0};
+    const char *tx = NULL, *key = NULL;
     int64_t timeout_ms = 5000;
     bool list = false;
-    static const struct option opts[] = {{"nats", required_argument, NULL, 'n'},
+    static const struct option opts[] = {{"nats", required_argument, NULL, 'c'},
+                                         {"server", required_argument, NULL, 'c'},
+                                         {"user", required_argument, NULL, 'c'},
+                                         {"password", required_argument, NULL, 'c'},
+                                         {"token", required_argument, NULL, 'c'},
+                                         {"creds", required_argument, NULL, 'c'},
+                                         {"tlscert", required_argument, NULL, 'c'},
+                                         {"tlskey", required_argument, NULL, 'c'},
+                                         {"tlsca", required_argument, NULL, 'c'},
                                          {"timeout", required_argument, NULL, 't'},
                                          {"tx", required_argument, NULL, 'x'},
                                          {"key", required_argument, NULL, 'k'},
                                          {"list", no_argument, NULL, 'l'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    int c, longindex = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, &longindex)) != -1) {
         switch (c) {
-        case 'n':
-            url = optarg;
+        case 'c': /* where NATS is and who to be there (natomic_conn_config_set) */
+            natomic_conn_config_set(&conn, opts[longindex].name, optarg);
             break;
         case 't': {
             char *end = NULL;
@@ -281,11 +292,18 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    natomic_conn_config_from_env(&conn);
+    char err[512];
+    if (natomic_conn_config_check(&conn, err, sizeof err) != NATOMIC_OK) {
+        fprintf(stderr, "natomic-call: %s\n", err);
+        return EXIT_USAGE;
+    }
     natsConnection *nc = NULL;
     /* Fail fast when NATS is not there: the default connect timeout is 2 s. */
-    if (natomic_connect(&nc, url, NULL) != NATOMIC_OK) {
-        fprintf(stderr, "natomic-call: cannot reach NATS at %s\n", url);
-        return EXIT_TRANSPORT;
+    natomic_status_t connected = natomic_connect_config(&nc, &conn, err, sizeof err);
+    if (connected != NATOMIC_OK) {
+        fprintf(stderr, "natomic-call: %s\n", err);
+        return connected == NATOMIC_EINVAL ? EXIT_USAGE : EXIT_TRANSPORT; /* a file it cannot use, or NATS */
     }
     int rc;
     if (list) {

@@ -170,6 +170,61 @@ NATOMIC_API natomic_status_t natomic_connect(natsConnection **out, const char *u
 /* The URL natomic_connect() uses for NULL: $NATS_URL or the default. Static or environment storage. */
 NATOMIC_API const char *natomic_default_url(void);
 
+/*
+ * How to reach NATS and who to be there, as the `nats` CLI takes it (the
+ * same flags in the services and natomic-call: --server, --user,
+ * --password, --token, --creds, --tlscert, --tlskey, --tlsca). NULL: not
+ * used. Strings are borrowed.
+ */
+typedef struct natomic_conn_config {
+    const char *url;        /* server URL(s), comma list; NULL: $NATS_URL or nats://127.0.0.1:4222 */
+    const char *user;       /* user name, with password                                   */
+    const char *password;   /* visible in the process list when given as a flag: prefer NATS_PASSWORD */
+    const char *token;      /* an authorization token                                    */
+    const char *creds_file; /* a credentials file: user JWT and nkey seed (nsc)           */
+    const char *tls_cert;   /* client certificate (PEM), with tls_key                     */
+    const char *tls_key;    /* its private key (PEM)                                      */
+    const char *tls_ca;     /* CA certificates to trust the server by (PEM); turns TLS on */
+} natomic_conn_config_t;
+
+/*
+ * Sets the field of a command-line flag: "server" (or "nats"), "user",
+ * "password", "token", "creds", "tlscert", "tlskey", "tlsca" (leading
+ * dashes ignored); `value` is borrowed. NATOMIC_EINVAL for another flag.
+ */
+NATOMIC_API natomic_status_t natomic_conn_config_set(natomic_conn_config_t *c, const char *flag, const char *value);
+
+/* The help lines of those flags, for a tool's --help (each ends with a newline). */
+NATOMIC_API const char *natomic_conn_config_help(void);
+
+/* Fills the fields left NULL from NATS_URL, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_CERT, NATS_KEY, NATS_CA. */
+NATOMIC_API void natomic_conn_config_from_env(natomic_conn_config_t *c);
+
+/*
+ * Checks a configuration without connecting: every file named exists and
+ * is readable, a password has its user, a certificate its key, and one
+ * way of authenticating at most (user and password, token, credentials
+ * file, or user info in the URL). NATOMIC_OK, or NATOMIC_EINVAL with a
+ * message in err naming the option and the file -- never a secret.
+ */
+NATOMIC_API natomic_status_t natomic_conn_config_check(const natomic_conn_config_t *c, char *err, size_t errcap);
+
+/*
+ * natsOptions for a configuration (checked first; files loaded), with
+ * natomic_connect()'s defaults: reconnect forever every 100 ms, 2 s
+ * connect timeout. The caller destroys them. NATOMIC_EINVAL with a message
+ * when a file cannot be used (not PEM, no key in it).
+ */
+NATOMIC_API natomic_status_t natomic_conn_options(natsOptions **out, const natomic_conn_config_t *c, char *err,
+                                                  size_t errcap);
+
+/* natomic_conn_options(), then natomic_connect(): err says what failed, the URL shown redacted. */
+NATOMIC_API natomic_status_t natomic_connect_config(natsConnection **out, const natomic_conn_config_t *c, char *err,
+                                                    size_t errcap);
+
+/* `url` (NULL: the default) with every user:password@ or token@ shown as ***@, for logs. Returns buf. */
+NATOMIC_API const char *natomic_url_redacted(char *buf, size_t cap, const char *url);
+
 /* ------------------------------------------------------------------ */
 /* Call context and commands                                           */
 /* ------------------------------------------------------------------ */

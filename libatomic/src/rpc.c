@@ -20,48 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_URL "nats://127.0.0.1:4222"
 #define DEFAULT_CALL_TIMEOUT_MS 30000
 #define DEADLINE_MARGIN_MAX_MS 200 /* kept back from a propagated deadline */
-
-NATOMIC_API const char *natomic_default_url(void)
-{
-    const char *env = getenv("NATS_URL");
-    return env != NULL && *env != '\0' ? env : DEFAULT_URL;
-}
-
-NATOMIC_API natomic_status_t natomic_connect(natsConnection **out, const char *url, natsOptions *opts)
-{
-    if (out == NULL)
-        return NATOMIC_EINVAL;
-    natsOptions *own = NULL;
-    if (opts == NULL) {
-        if (natsOptions_Create(&own) != NATS_OK)
-            return NATOMIC_ENOMEM;
-        opts = own;
-    }
-    natsStatus s = natsOptions_SetURL(opts, url != NULL ? url : natomic_default_url());
-    if (s == NATS_OK)
-        s = natsOptions_SetSendAsap(opts, true);
-    if (s == NATS_OK && own != NULL) {
-        s = natsOptions_SetMaxReconnect(opts, -1);
-        if (s == NATS_OK)
-            s = natsOptions_SetReconnectWait(opts, 100);
-        if (s == NATS_OK)
-            s = natsOptions_SetTimeout(opts, 2000);
-    }
-    natsConnection *nc = NULL;
-    if (s == NATS_OK)
-        s = natsConnection_Connect(&nc, opts);
-    natsOptions_Destroy(own);
-    if (s != NATS_OK) {
-        natomic__log(NATOMIC_LOG_ERROR, NULL, "cannot connect to %s: %s", url != NULL ? url : natomic_default_url(),
-                     natsStatus_GetText(s));
-        return NATOMIC_ENATS;
-    }
-    *out = nc;
-    return NATOMIC_OK;
-}
 
 uint8_t *natomic__pack(const ProtobufCMessage *msg, size_t *len)
 {

@@ -48,6 +48,6 @@ check "--list shows the method and its types" 0 'conversions.InchesToCmRequest -
 check "--tx runs the call in that transaction" 0 '"cm": 2.54' '' -- --tx cli-test-tx conversions.inches_to_cm '{"inches": 1}'
 check "bad --timeout is refused, exit 2" 2 '' '--timeout wants milliseconds' -- --timeout abc conversions.inches_to_cm '{}'
 check "--help explains the exit status" 0 'Exit status' '' -- --help
-check "unreachable NATS is a transport failure, exit 3" 3 '' 'cannot reach NATS at nats://127.0.0.1:9' -- --nats nats://127.0.0.1:9 conversions.inches_to_cm '{}'
+check "unreachable NATS is a transport failure, exit 3" 3 '' 'cannot connect to nats://127.0.0.1:9' -- --nats nats://127.0.0.1:9 conversions.inches_to_cm '{}'
 echo "1..$n"
 exit 0
