@@ -109,6 +109,13 @@ NATOMIC_API natomic_status_t natomic_error_kind(int code);
 #define NATOMIC_HDR_CALL_ID     "Natomic-Call-Id"     /* the sender's call id     */
 #define NATOMIC_HDR_CALL_CHAIN  "Natomic-Call-Chain"  /* ancestors, comma list    */
 #define NATOMIC_HDR_DEADLINE_MS "Natomic-Deadline-Ms" /* remaining budget, ms     */
+/* Where a service sends replies: a call whose reply subject does not start
+   with one of these (NATOMIC_INBOX_PREFIXES, a comma list, replaces the
+   default) is neither run nor answered -- the reply subject is the
+   caller's choice, and an answer sent to "payments.refund" would be a
+   refund made with the service's own permissions. */
+#define NATOMIC_DEFAULT_INBOX_PREFIX "_INBOX."
+
 /* The longest budget a call carries, one day: a Natomic-Deadline-Ms above
    it, or a call's timeout above it, is taken as this much (so that adding
    it to a clock can never overflow, whatever a client sends). */

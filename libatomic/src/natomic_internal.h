@@ -312,6 +312,7 @@ struct natomic_service {
     natsSubscription *fault_control;  /* $NATOMIC.FAULTS.<name>, when enabled  */
     natsSubscription *fault_control_instance; /* $NATOMIC.FAULTS.<name>.<instance> */
     bool trace;                     /* NATOMIC_TRACE=1: copies for observers  */
+    char inbox_prefixes[256];       /* where replies may go: NATOMIC_INBOX_PREFIXES, else "_INBOX." */
     pthread_t *workers;
     int n_workers;
     pthread_mutex_t mu;             /* start/stop transitions                */
@@ -320,6 +321,7 @@ struct natomic_service {
     _Atomic bool stopping;
     int stop_pipe[2];               /* natomic_service_request_stop() writes */
     _Atomic uint64_t unknown_method;
+    _Atomic uint64_t refused_reply_to; /* calls whose reply subject was no inbox */
     _Atomic uint64_t rollbacks_run, rollbacks_exhausted;
     _Atomic uint64_t dispatches_run, dispatches_exhausted;
     _Atomic uint64_t retries;

@@ -502,8 +502,37 @@ int natomic__parse_deadline(const char *h, int64_t now_ms, int64_t *deadline_ms)
 }
 
 /* One call, start to end, on the calling worker thread. `injected`: fail it before the handler. */
+/*
+ * Whether a reply may go to `reply`: an inbox (one of svc->inbox_prefixes), or no reply at all.
+ * A caller chooses the reply subject, and the server checks only what the caller may publish, not
+ * where it asks the answer to go: a reply sent to payments.refund would be a refund made with this
+ * service's permissions (tests/security shows it). So a call whose reply subject is not an inbox is
+ * not run, and not answered.
+ */
+static bool reply_subject_allowed(const natomic_service_t *svc, const char *reply)
+{
+    if (reply == NULL || *reply == '\0')
+        return true;
+    for (const char *p = svc->inbox_prefixes; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        if (len > 0 && strncmp(reply, p, len) == 0 && reply[len] != '\0')
+            return true;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
+
 static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
 {
+    if (!reply_subject_allowed(svc, natsMsg_GetReply(msg))) {
+        atomic_fetch_add(&svc->refused_reply_to, 1);
+        natomic__log(NATOMIC_LOG_WARN, svc->name,
+                     "refused a call to %.100s: its reply subject %.100s is not an inbox (%s); nothing was run",
+                     natsMsg_GetSubject(msg), natsMsg_GetReply(msg), svc->inbox_prefixes);
+        return;
+    }
     trace(svc, "call", msg, NULL, natomic__wall_ns());
     const char *subject = natsMsg_GetSubject(msg);
     const char *name = subject + strlen(svc->name) + 1; /* the subscription guarantees "<name>." */
@@ -724,6 +753,9 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
     st = natomic__discovery_start(svc);
     const char *trace_env = getenv("NATOMIC_TRACE");
     svc->trace = trace_env != NULL && strcmp(trace_env, "1") == 0;
+    const char *inboxes = getenv("NATOMIC_INBOX_PREFIXES");
+    natomic__copy(svc->inbox_prefixes, sizeof svc->inbox_prefixes,
+                  inboxes != NULL && *inboxes != '\0' ? inboxes : NATOMIC_DEFAULT_INBOX_PREFIX);
     const char *control = getenv("NATOMIC_FAULT_CONTROL");
     if (st == NATOMIC_OK && control != NULL && strcmp(control, "1") == 0) {
         char fsubject[200];

@@ -262,6 +262,40 @@ static int read_history(const char *db_path, record_t *out, int max)
     return n;
 }
 
+/*
+ * A caller chooses where the answer goes. One that asks for it on another
+ * service's subject (here "victim.deposit", watched by the test) would make
+ * the service publish there with its own permissions: such a call is
+ * neither run nor answered. A call answered to an inbox still works.
+ */
+START_TEST(test_reply_subject_must_be_an_inbox)
+{
+    fixture_t f;
+    fixture_start(&f);
+    natsSubscription *victim = NULL;
+    ck_assert_int_eq(natsConnection_SubscribeSync(&victim, f.nc, "victim.>"), NATS_OK);
+    natsMsg *req = harness_request_msg(SUBJECT, 10);
+    natsMsg *redirected = NULL;
+    ck_assert_int_eq(natsMsg_Create(&redirected, SUBJECT, "victim.deposit", natsMsg_GetData(req),
+                                    natsMsg_GetDataLength(req)),
+                     NATS_OK);
+    natsMsg_Destroy(req);
+    ck_assert_int_eq(natsConnection_PublishMsg(f.nc, redirected), NATS_OK);
+    natsMsg_Destroy(redirected);
+    ck_assert_int_eq(natsConnection_Flush(f.nc), NATS_OK);
+    natsMsg *m = NULL;
+    natsStatus s = natsSubscription_NextMsg(&m, victim, QUIET_MS);
+    ck_assert_msg(s == NATS_TIMEOUT, "the service answered to victim.deposit: %.*s",
+                  m != NULL ? natsMsg_GetDataLength(m) : 0, m != NULL ? natsMsg_GetData(m) : "");
+    check_no_event(&f);
+    ck_assert_int_eq(history_rows(&f), 0);
+    natsSubscription_Destroy(victim);
+    check_alive(&f);
+    ck_assert_int_eq(history_rows(&f), 1);
+    fixture_stop(&f);
+}
+END_TEST
+
 START_TEST(test_concurrent_mixed_calls)
 {
     fixture_t f;
@@ -426,6 +460,7 @@ static Suite *conversions_suite(void)
     tcase_add_test(calls, test_unknown_method);
     tcase_add_test(calls, test_malformed_payload);
     tcase_add_test(calls, test_deadline_exceeded);
+    tcase_add_test(calls, test_reply_subject_must_be_an_inbox);
     suite_add_tcase(s, calls);
     TCase *load = tcase_create("concurrency");
     tcase_add_test(load, test_concurrent_mixed_calls);
