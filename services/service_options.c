@@ -68,6 +68,7 @@ int service_options_parse(service_options_t *out, int argc, char **argv, const c
                                              {"tlscert", required_argument, NULL, 'c'},
                                              {"tlskey", required_argument, NULL, 'c'},
                                              {"tlsca", required_argument, NULL, 'c'},
+                                             {"inbox-prefix", required_argument, NULL, 'c'},
                                              {"db", required_argument, NULL, 'd'},
                                              {"workers", required_argument, NULL, 'w'},
                                              {"mode", required_argument, NULL, 'm'},

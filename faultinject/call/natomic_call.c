@@ -244,6 +244,7 @@ int main(int argc, char **argv)
                                          {"tlscert", required_argument, NULL, 'c'},
                                          {"tlskey", required_argument, NULL, 'c'},
                                          {"tlsca", required_argument, NULL, 'c'},
+                                         {"inbox-prefix", required_argument, NULL, 'c'},
                                          {"timeout", required_argument, NULL, 't'},
                                          {"tx", required_argument, NULL, 'x'},
                                          {"key", required_argument, NULL, 'k'},

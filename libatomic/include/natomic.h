@@ -192,11 +192,14 @@ typedef struct natomic_conn_config {
     const char *tls_cert;   /* client certificate (PEM), with tls_key                     */
     const char *tls_key;    /* its private key (PEM)                                      */
     const char *tls_ca;     /* CA certificates to trust the server by (PEM); turns TLS on */
+    const char *inbox_prefix; /* replies come to <prefix>.<id>...; NULL: "_INBOX". A per-identity
+                                 prefix under _INBOX. (e.g. "_INBOX.client") lets a server config
+                                 give each identity its own replies only (deploy/) */
 } natomic_conn_config_t;
 
 /*
  * Sets the field of a command-line flag: "server" (or "nats"), "user",
- * "password", "token", "creds", "tlscert", "tlskey", "tlsca" (leading
+ * "password", "token", "creds", "tlscert", "tlskey", "tlsca", "inbox-prefix" (leading
  * dashes ignored); `value` is borrowed. NATOMIC_EINVAL for another flag.
  */
 NATOMIC_API natomic_status_t natomic_conn_config_set(natomic_conn_config_t *c, const char *flag, const char *value);
@@ -204,7 +207,8 @@ NATOMIC_API natomic_status_t natomic_conn_config_set(natomic_conn_config_t *c, c
 /* The help lines of those flags, for a tool's --help (each ends with a newline). */
 NATOMIC_API const char *natomic_conn_config_help(void);
 
-/* Fills the fields left NULL from NATS_URL, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_CERT, NATS_KEY, NATS_CA. */
+/* Fills the fields left NULL from NATS_URL, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_CERT, NATS_KEY, NATS_CA,
+   NATS_INBOX_PREFIX. */
 NATOMIC_API void natomic_conn_config_from_env(natomic_conn_config_t *c);
 
 /*

@@ -26,6 +26,7 @@
 #include "natomic_internal.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,7 @@ NATOMIC_API void natomic_conn_config_from_env(natomic_conn_config_t *c)
     c->tls_cert = env_or(c->tls_cert, "NATS_CERT");
     c->tls_key = env_or(c->tls_key, "NATS_KEY");
     c->tls_ca = env_or(c->tls_ca, "NATS_CA");
+    c->inbox_prefix = env_or(c->inbox_prefix, "NATS_INBOX_PREFIX");
 }
 
 NATOMIC_API natomic_status_t natomic_conn_config_set(natomic_conn_config_t *c, const char *flag, const char *value)
@@ -107,7 +109,7 @@ NATOMIC_API natomic_status_t natomic_conn_config_set(natomic_conn_config_t *c, c
         {"user", offsetof(natomic_conn_config_t, user)},        {"password", offsetof(natomic_conn_config_t, password)},
         {"token", offsetof(natomic_conn_config_t, token)},      {"creds", offsetof(natomic_conn_config_t, creds_file)},
         {"tlscert", offsetof(natomic_conn_config_t, tls_cert)}, {"tlskey", offsetof(natomic_conn_config_t, tls_key)},
-        {"tlsca", offsetof(natomic_conn_config_t, tls_ca)},
+        {"tlsca", offsetof(natomic_conn_config_t, tls_ca)},     {"inbox-prefix", offsetof(natomic_conn_config_t, inbox_prefix)},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         if (strcmp(flag, fields[i].name) == 0) {
@@ -125,7 +127,9 @@ NATOMIC_API const char *natomic_conn_config_help(void)
            "  --token T         authorization token (or $NATS_TOKEN)\n"
            "  --creds FILE      credentials file: user JWT and nkey seed (or $NATS_CREDS)\n"
            "  --tlscert FILE    TLS client certificate, PEM (or $NATS_CERT), with --tlskey FILE ($NATS_KEY)\n"
-           "  --tlsca FILE      CA certificates that signed the server's, PEM (or $NATS_CA); turns TLS on\n";
+           "  --tlsca FILE      CA certificates that signed the server's, PEM (or $NATS_CA); turns TLS on\n"
+           "  --inbox-prefix P  where replies come, e.g. _INBOX.<identity> for a server that gives each\n"
+           "                    identity its own replies only (or $NATS_INBOX_PREFIX; default _INBOX)\n";
 }
 
 /* A file the option names must be there and readable; false with a message. */
@@ -173,6 +177,17 @@ NATOMIC_API natomic_status_t natomic_conn_config_check(const natomic_conn_config
                               "user info in the URL): give one");
         return NATOMIC_EINVAL;
     }
+    if (c->inbox_prefix != NULL) {
+        const char *p = c->inbox_prefix;
+        size_t n = strlen(p);
+        bool bad = n == 0 || n > 128 || p[0] == '.' || p[n - 1] == '.' || strstr(p, "..") != NULL ||
+                   strpbrk(p, "*> \t\r\n") != NULL;
+        if (bad) {
+            snprintf(err, errcap, "--inbox-prefix '%.128s': a subject of 1 to 128 characters without wildcards, "
+                                  "spaces or empty tokens, e.g. _INBOX.client", p);
+            return NATOMIC_EINVAL;
+        }
+    }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
         snprintf(err, errcap, "a TLS client certificate needs its key and the other way round (--tlscert and --tlskey)");
         return NATOMIC_EINVAL;
@@ -212,6 +227,8 @@ NATOMIC_API natomic_status_t natomic_conn_options(natsOptions **out, const natom
         s = natsOptions_SetToken(o, c->token);
     if (s == NATS_OK && c->creds_file != NULL && (what = "--creds") != NULL)
         s = natsOptions_SetUserCredentialsFromFiles(o, c->creds_file, NULL);
+    if (s == NATS_OK && c->inbox_prefix != NULL && (what = "--inbox-prefix") != NULL)
+        s = natsOptions_SetCustomInboxPrefix(o, c->inbox_prefix);
     bool tls = c->tls_ca != NULL || c->tls_cert != NULL;
     if (s == NATS_OK && tls && (what = "TLS") != NULL)
         s = natsOptions_SetSecure(o, true);

@@ -168,7 +168,8 @@ probe() { # USER PASSWORD OP...: output in $dir/probe.out, status in $probe_rc
 call_as() { # USER natomic-call ARGS...
   local user=$1
   shift
-  NATS_PASSWORD=${pw[$user]} timeout 15 "$call" --server "$url" --user "$user" "$@" >"$dir/out" 2>"$dir/err"
+  NATS_PASSWORD=${pw[$user]} timeout 15 "$call" --server "$url" --user "$user" --inbox-prefix "_INBOX.$user" "$@" \
+    >"$dir/out" 2>"$dir/err"
   call_rc=$?
   return $call_rc
 }
@@ -202,7 +203,7 @@ ok "nats-server runs deploy/nats-server.conf (port and passwords from the enviro
 
 # ---- the services, each as its own user, memory mode -------------------------------------
 for s in "${services[@]}"; do
-  NATS_PASSWORD=${pw[$s]} "$build/services/$s/$s" --server "$url" --user "$s" --mode memory \
+  NATS_PASSWORD=${pw[$s]} "$build/services/$s/$s" --server "$url" --user "$s" --inbox-prefix "_INBOX.$s" --mode memory \
     --db "$dir/$s.db" --workers 4 >"$dir/$s.log" 2>&1 &
   pids+=($!)
 done
@@ -304,8 +305,10 @@ probe client "${pw[client]}" \
   sub 'orders.>' orders \
   sub '$NATOMIC.FAULTS.>' - \
   sub 'events.>' - \
+  sub '_INBOX.>' - \
+  sub '_INBOX.orders.>' - \
   pub '$SRV.PING' - - \
-  sub '_INBOX.lp-probe' -
+  sub '_INBOX.client.lp-probe' -
 wire() { # NAME EXPECTED-LINE
   check "$1" "$([[ $probe_rc -eq 0 ]] && grep -qxF -- "$2" "$dir/probe.out" ||
     echo "want the line $2; probe exit $probe_rc, server said: $(cat "$dir/probe.out")")"
@@ -334,9 +337,13 @@ wire "wire: client SUB \$NATOMIC.FAULTS.> -> Permissions Violation" \
   "-ERR 'Permissions Violation for Subscription to \"\$NATOMIC.FAULTS.>\"'"
 wire "wire: client SUB events.> -> Permissions Violation" \
   "-ERR 'Permissions Violation for Subscription to \"events.>\"'"
-check "wire: the controls pass (client PUB \$SRV.PING, SUB _INBOX.*: no error; 12 refusals, no more)" \
-  "$([[ $probe_rc -eq 0 && $(grep -c 'Permissions Violation' "$dir/probe.out") -eq 12 ]] &&
-    ! grep -qE 'SRV.PING|_INBOX' "$dir/probe.out" || echo "probe exit $probe_rc: $(cat "$dir/probe.out")")"
+wire "wire: client SUB _INBOX.> (everybody's replies) -> Permissions Violation" \
+  "-ERR 'Permissions Violation for Subscription to \"_INBOX.>\"'"
+wire "wire: client SUB _INBOX.orders.> (orders' replies) -> Permissions Violation" \
+  "-ERR 'Permissions Violation for Subscription to \"_INBOX.orders.>\"'"
+check "wire: the controls pass (client PUB \$SRV.PING, SUB _INBOX.client.*: no error; 14 refusals, no more)" \
+  "$([[ $probe_rc -eq 0 && $(grep -c 'Permissions Violation' "$dir/probe.out") -eq 14 ]] &&
+    ! grep -qE 'SRV.PING|_INBOX.client' "$dir/probe.out" || echo "probe exit $probe_rc: $(cat "$dir/probe.out")")"
 
 # A compromised service is contained too: inventory cannot spend or refund money, nor take payments' calls.
 probe inventory "${pw[inventory]}" \

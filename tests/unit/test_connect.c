@@ -42,6 +42,8 @@ START_TEST(flags_set_their_fields)
     ck_assert_int_eq(natomic_conn_config_set(&c, "tlskey", "/k"), NATOMIC_OK);
     ck_assert_int_eq(natomic_conn_config_set(&c, "creds", "/cr"), NATOMIC_OK);
     ck_assert_int_eq(natomic_conn_config_set(&c, "token", "t"), NATOMIC_OK);
+    ck_assert_int_eq(natomic_conn_config_set(&c, "inbox-prefix", "_INBOX.me"), NATOMIC_OK);
+    ck_assert_str_eq(c.inbox_prefix, "_INBOX.me");
     ck_assert_str_eq(c.url, "nats://x:1");
     ck_assert_str_eq(c.user, "u");
     ck_assert_str_eq(c.password, "p");
@@ -90,10 +92,17 @@ START_TEST(bad_settings_are_refused_before_connecting)
     refused(&(natomic_conn_config_t){.tls_ca = "/nonexistent/ca.pem"}, "--tlsca /nonexistent/ca.pem", NULL);
     refused(&(natomic_conn_config_t){.creds_file = "/nonexistent/u.creds"}, "--creds /nonexistent/u.creds", NULL);
     refused(&(natomic_conn_config_t){.url = ""}, "empty URL", NULL);
+    refused(&(natomic_conn_config_t){.inbox_prefix = "_INBOX.>"}, "--inbox-prefix", NULL);
+    refused(&(natomic_conn_config_t){.inbox_prefix = "_INBOX..x"}, "--inbox-prefix", NULL);
+    refused(&(natomic_conn_config_t){.inbox_prefix = "_INBOX.client."}, "--inbox-prefix", NULL);
+    refused(&(natomic_conn_config_t){.inbox_prefix = ""}, "--inbox-prefix", NULL);
     char err[256];
     ck_assert_int_eq(natomic_conn_config_check(&(natomic_conn_config_t){.user = "u", .password = "p"}, err, sizeof err),
                      NATOMIC_OK);
     ck_assert_int_eq(natomic_conn_config_check(&(natomic_conn_config_t){0}, err, sizeof err), NATOMIC_OK);
+    ck_assert_int_eq(natomic_conn_config_check(&(natomic_conn_config_t){.inbox_prefix = "_INBOX.client"}, err,
+                                               sizeof err),
+                     NATOMIC_OK);
     /* A readable file that is not PEM passes the check and is refused when loaded, still before connecting. */
     natsOptions *o = NULL;
     ck_assert_int_eq(natomic_conn_options(&o, &(natomic_conn_config_t){.tls_ca = "/etc/hostname"}, err, sizeof err),
