@@ -31,6 +31,18 @@ struct natomic_durable {
 void *natomic__lease_thread(void *arg);
 /* Sleeps up to ms or until stop; false when stopping. */
 bool natomic__durable_wait(natomic_service_t *svc, int64_t ms);
+/*
+ * A context standing for the call of a saga record read back from the log
+ * (recovery.c): its ids, state and compensations, in registration order.
+ * Whatever the record holds -- it comes from JetStream, where anything with
+ * the bucket's permissions may have written it -- the context is safe to
+ * run and to release (natomic__ctx_release, also after an error);
+ * tests/fuzz feeds it.
+ */
+struct Natomic__SagaRecord;
+natomic_status_t natomic__saga_rebuild(natomic_service_t *svc, const struct Natomic__SagaRecord *rec,
+                                       uint64_t revision, natomic_ctx_t *ctx);
+
 /* After a successful handler: natomic_durable_commit() in a transaction of its own, if needed. */
 natomic_status_t natomic__durable_autocommit(natomic_ctx_t *ctx);
 

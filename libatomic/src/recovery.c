@@ -223,8 +223,8 @@ static int gather(natomic_service_t *svc, found_record_t **out)
 }
 
 /* A context that stands for the call of a record, with its compensations. */
-static natomic_status_t rebuild(natomic_service_t *svc, const Natomic__SagaRecord *rec, uint64_t revision,
-                                natomic_ctx_t *ctx)
+natomic_status_t natomic__saga_rebuild(natomic_service_t *svc, const Natomic__SagaRecord *rec, uint64_t revision,
+                                       natomic_ctx_t *ctx)
 {
     natomic__ctx_init(ctx, svc, svc->nc, svc->name, rec->method, NATOMIC_ROLLBACK_ONCE_FAILED);
     /* The method name must outlive the record: keep a copy in the arena. */
@@ -345,7 +345,7 @@ void natomic__recovery_round(natomic_service_t *svc)
                 char from[140];
                 snprintf(from, sizeof from, "%s", rec->owner != NULL ? rec->owner : "?");
                 natomic_ctx_t ctx;
-                natomic_status_t st = rebuild(svc, rec, list[i].revision, &ctx);
+                natomic_status_t st = natomic__saga_rebuild(svc, rec, list[i].revision, &ctx);
                 if (st == NATOMIC_OK) {
                     /* The claim -- one instance wins. For a record of our own it proves the
                        version we read is still the last: the call may have ended (and deleted
