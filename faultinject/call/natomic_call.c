@@ -217,8 +217,14 @@ static int call(natsConnection *nc, const char *subject, const char *json_text, 
         json_decref(out);
         rc = EXIT_REMOTE;
     } else {
-        fprintf(stderr, "natomic-call: %s: %s\n", subject,
-                st == NATOMIC_ETIMEOUT ? "no reply in time (the outcome is in doubt)" : natomic_strerror(st));
+        /* A publish the server does not permit is dropped, and the server says so asynchronously
+           (-ERR 'Permissions Violation ...'): the call then looks like a timeout unless asked. */
+        const char *why = NULL;
+        if (st == NATOMIC_ETIMEOUT && natsConnection_GetLastError(nc, &why) == NATS_NOT_PERMITTED && why != NULL)
+            fprintf(stderr, "natomic-call: %s: refused by the server: %s\n", subject, why);
+        else
+            fprintf(stderr, "natomic-call: %s: %s\n", subject,
+                    st == NATOMIC_ETIMEOUT ? "no reply in time (the outcome is in doubt)" : natomic_strerror(st));
         rc = st == NATOMIC_EBADREPLY ? EXIT_REMOTE : EXIT_TRANSPORT;
     }
 out:

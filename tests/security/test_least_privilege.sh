@@ -275,6 +275,8 @@ refused() {
   before=$(log_count "$pattern")
   call_as "$user" --timeout 1000 "$subject" "$body"
   [[ $call_rc -eq 3 ]] || why+="natomic-call exit $call_rc, want 3: $(cat "$dir/out" "$dir/err"); "
+  grep -q "refused by the server: .*Permissions Violation for Publish to \"$subject\"" "$dir/err" ||
+    why+="natomic-call does not say the server refused it: $(cat "$dir/err"); "
   logged "$pattern" "$before" ||
     why+="the server logged no Publish Violation of $user on $subject; "
   check "$name" "$why"
