@@ -276,6 +276,27 @@ NATOMIC_API natomic_status_t natomic_connect_config(natsConnection **out, const 
     return st;
 }
 
+/* The URL, or each URL of a comma list (a cluster: nats.c tries them all and learns the rest). */
+static natsStatus set_servers(natsOptions *opts, const char *url)
+{
+    if (strchr(url, ',') == NULL)
+        return natsOptions_SetURL(opts, url);
+    char *copy = strdup(url);
+    const char *list[32];
+    int n = 0;
+    if (copy == NULL)
+        return NATS_NO_MEMORY;
+    for (char *save = NULL, *p = strtok_r(copy, ",", &save); p != NULL && n < 32; p = strtok_r(NULL, ",", &save)) {
+        while (*p == ' ')
+            p++;
+        if (*p != '\0')
+            list[n++] = p;
+    }
+    natsStatus s = n > 0 ? natsOptions_SetServers(opts, list, n) : NATS_INVALID_ARG; /* it copies them */
+    free(copy);
+    return s;
+}
+
 NATOMIC_API natomic_status_t natomic_connect(natsConnection **out, const char *url, natsOptions *opts)
 {
     if (out == NULL)
@@ -286,7 +307,7 @@ NATOMIC_API natomic_status_t natomic_connect(natsConnection **out, const char *u
             return NATOMIC_ENOMEM;
         opts = own;
     }
-    natsStatus s = natsOptions_SetURL(opts, url != NULL ? url : natomic_default_url());
+    natsStatus s = set_servers(opts, url != NULL ? url : natomic_default_url());
     if (s == NATS_OK)
         s = natsOptions_SetSendAsap(opts, true);
     if (s == NATS_OK && own != NULL) {

@@ -153,6 +153,8 @@ expect "two ways to authenticate are refused, exit 2" 2 '' 'more than one way' -
 CALL_ENV=(NATS_TOKEN="$token")
 expect "NATS_TOKEN gets in (no service there: exit 3 'no service')" 3 '' "no service 'conversions'" -- \
   --server "nats://127.0.0.1:$tok_port" conversions.inches_to_cm '{}'
+expect "a comma list of servers: the dead first, the live one reached" 3 '' "no service 'conversions'" -- \
+  --server "nats://127.0.0.1:1,nats://127.0.0.1:$tok_port" conversions.inches_to_cm '{}'
 CALL_ENV=()
 expect "a wrong token is refused, exit 3" 3 '' 'uthorization' -- \
   --server "nats://127.0.0.1:$tok_port" --token wrong-Pw-1234 conversions.inches_to_cm '{}'
