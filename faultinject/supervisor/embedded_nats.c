@@ -169,8 +169,13 @@ static int spawn(embedded_nats_t *ns)
             dup2(devnull, STDOUT_FILENO);
             dup2(devnull, STDERR_FILENO);
         }
-        execlp(bin, bin, "-a", "127.0.0.1", "-p", port, "-js", "-sd", store, "-l", log,
-               "--http_port", "0", (char *)NULL);
+        const char *argv[16 + EMBEDDED_NATS_MAX_EXTRA] = {bin, "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
+                                                           "-l", log, "--http_port", "0"};
+        int argc = 12;
+        for (int i = 0; i < ns->n_extra; i++)
+            argv[argc++] = ns->extra[i];
+        argv[argc] = NULL;
+        execvp(bin, (char *const *)argv);
         _exit(127);
     }
     ns->pid = pid;
@@ -190,10 +195,33 @@ static int spawn(embedded_nats_t *ns)
     return -1;
 }
 
+int embedded_nats_hold_port(void)
+{
+    return hold_port();
+}
+
+void embedded_nats_release_port(int port)
+{
+    release_port(port);
+}
+
 int embedded_nats_start(embedded_nats_t *out)
+{
+    return embedded_nats_start_args(out, NULL);
+}
+
+int embedded_nats_start_args(embedded_nats_t *out, const char *const extra[])
 {
     embedded_nats_t ns;
     memset(&ns, 0, sizeof ns);
+    for (int i = 0; extra != NULL && extra[i] != NULL; i++) {
+        if (i == EMBEDDED_NATS_MAX_EXTRA || strlen(extra[i]) >= sizeof ns.extra[0]) {
+            fprintf(stderr, "embedded_nats: too many or too long extra arguments\n");
+            return -1;
+        }
+        snprintf(ns.extra[i], sizeof ns.extra[i], "%s", extra[i]);
+        ns.n_extra = i + 1;
+    }
     const char *tmp = getenv("TMPDIR");
     snprintf(ns.dir, sizeof ns.dir, "%s/natomic-nats-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (mkdtemp(ns.dir) == NULL) {

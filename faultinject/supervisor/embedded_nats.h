@@ -12,11 +12,15 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#define EMBEDDED_NATS_MAX_EXTRA 8
+
 typedef struct embedded_nats {
     pid_t pid;
     int port;
     char url[64];      /* nats://127.0.0.1:<port>                 */
     char dir[256];     /* temp folder: JetStream store and log     */
+    char extra[EMBEDDED_NATS_MAX_EXTRA][256]; /* more arguments (a cluster node's), kept for restarts */
+    int n_extra;
 } embedded_nats_t;
 
 /*
@@ -28,6 +32,17 @@ typedef struct embedded_nats {
  * left running.
  */
 int embedded_nats_start(embedded_nats_t *out);
+
+/*
+ * embedded_nats_start() with more arguments for nats-server, NULL-terminated
+ * (at most EMBEDDED_NATS_MAX_EXTRA, copied): a cluster node's name, cluster
+ * port and routes (nats_cluster.c). They are used again by a restart.
+ */
+int embedded_nats_start_args(embedded_nats_t *out, const char *const extra[]);
+
+/* A port below the ephemeral range held for this process's servers (see embedded_nats.c), or -1; and its release. */
+int embedded_nats_hold_port(void);
+void embedded_nats_release_port(int port);
 
 /* Restarts the server on the same port and store (after a stop or a kill). */
 int embedded_nats_restart(embedded_nats_t *ns);

@@ -138,6 +138,26 @@ static natomic_status_t ensure_stream(natomic_service_t *svc, jsCtx *js, jsStrea
  * no delete marker behind for the scans to wade through, and fails when
  * the record was replaced meanwhile -- a delete by compare-and-set.
  */
+/*
+ * Replicas of the saga log, the leases and the EVENTS stream: 1 on a single
+ * server; on a cluster NATOMIC_JS_REPLICAS=3 keeps each on three nodes, so
+ * any one node may die without losing a record (docs/durable.md). An
+ * existing stream keeps the replicas it was made with.
+ */
+static int js_replicas(void)
+{
+    const char *env = getenv("NATOMIC_JS_REPLICAS");
+    if (env == NULL || *env == '\0')
+        return 1;
+    char *end = NULL;
+    long n = strtol(env, &end, 10);
+    if (end == env || *end != '\0' || n < 1 || n > 5) {
+        natomic__log(NATOMIC_LOG_WARN, NULL, "NATOMIC_JS_REPLICAS=%.20s is not 1 to 5: using 1", env);
+        return 1;
+    }
+    return (int)n;
+}
+
 static natomic_status_t open_saga_bucket(natomic_service_t *svc)
 {
     natomic_durable_t *d = svc->durable;
@@ -153,7 +173,7 @@ static natomic_status_t open_saga_bucket(natomic_service_t *svc)
     cfg.SubjectsLen = 1;
     cfg.MaxMsgsPerSubject = 1;
     cfg.Storage = js_FileStorage;
-    cfg.Replicas = 1;
+    cfg.Replicas = js_replicas();
     cfg.AllowRollup = true;
     cfg.AllowDirect = true;
     cfg.Discard = js_DiscardNew;
@@ -177,6 +197,7 @@ static natomic_status_t open_lease_bucket(natomic_service_t *svc)
     cfg.History = 1;
     cfg.TTL = (int64_t)svc->lease_ms * 1000000; /* nanoseconds */
     cfg.StorageType = js_FileStorage;
+    cfg.Replicas = js_replicas();
     if (js_CreateKeyValue(&d->lease_kv, d->js, &cfg) == NATS_OK)
         return NATOMIC_OK;
     /* An existing bucket with another TTL (another build's lease time): use it. */
@@ -199,7 +220,7 @@ static natomic_status_t open_events_stream(natomic_service_t *svc)
     cfg.Subjects = (const char *[1]){NATOMIC_EVENTS_PREFIX ".>"};
     cfg.SubjectsLen = 1;
     cfg.Storage = js_FileStorage;
-    cfg.Replicas = 1;
+    cfg.Replicas = js_replicas();
     cfg.MaxAge = (int64_t)7 * 24 * 3600 * 1000000000LL; /* a week of events to replay */
     cfg.Duplicates = (int64_t)120 * 1000000000LL;        /* Nats-Msg-Id window: 2 minutes */
     return ensure_stream(svc, svc->durable->js, &cfg);

@@ -32,6 +32,8 @@
 
 #define MAX_DELIVERIES 5
 #define ACK_WAIT_MS 5000
+#define CONSUMER_ATTEMPTS 8   /* creating a durable consumer, on a cluster electing a leader */
+#define CONSUMER_RETRY_MS 500
 #define FETCH_BATCH 16
 #define FETCH_WAIT_MS 500
 
@@ -169,13 +171,28 @@ static natomic_status_t start_durable(natomic_event_sub_t *es)
     cc.AckWait = (int64_t)ACK_WAIT_MS * 1000000;
     cc.DeliverPolicy = js_DeliverAll;
     cc.MaxAckPending = 1024;
-    jsConsumerInfo *ci = NULL;
+    /* On a cluster a stream just made (or one whose node just died) has no leader for a moment:
+       creating its consumer times out or is refused until one is elected. Bounded retries. */
     jsErrCode jerr = 0;
-    natsStatus s = js_AddConsumer(&ci, js, NATOMIC_EVENTS_STREAM, &cc, NULL, &jerr);
-    jsConsumerInfo_Destroy(ci);
+    natsStatus s = NATS_ERR;
+    for (int attempt = 1; attempt <= CONSUMER_ATTEMPTS; attempt++) {
+        jsConsumerInfo *ci = NULL;
+        jerr = 0;
+        s = js_AddConsumer(&ci, js, NATOMIC_EVENTS_STREAM, &cc, NULL, &jerr);
+        jsConsumerInfo_Destroy(ci);
+        if (s == NATS_OK || jerr == JSConsumerNameExistErr || jerr == JSConsumerExistingActiveErr)
+            break;
+        if (attempt < CONSUMER_ATTEMPTS) {
+            natomic__log(NATOMIC_LOG_WARN, svc->name, "cannot create the consumer %s on %s yet (%s): retrying",
+                         es->durable, NATOMIC_EVENTS_STREAM, natsStatus_GetText(s));
+            if (!natomic__durable_wait(svc, CONSUMER_RETRY_MS))
+                break;
+        }
+    }
     if (s != NATS_OK && jerr != JSConsumerNameExistErr && jerr != JSConsumerExistingActiveErr) {
         natomic__log(NATOMIC_LOG_ERROR, svc->name, "cannot create the consumer %s on %s: %s", es->durable,
-                     NATOMIC_EVENTS_STREAM, nats_GetLastError(NULL));
+                     NATOMIC_EVENTS_STREAM, nats_GetLastError(NULL) != NULL ? nats_GetLastError(NULL)
+                                                                            : natsStatus_GetText(s));
         return NATOMIC_ENATS;
     }
     jsSubOptions so;
