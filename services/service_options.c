@@ -60,15 +60,7 @@ int service_options_parse(service_options_t *out, int argc, char **argv, const c
     service_options_t o = {.nats_url = natomic_default_url(), .db_path = default_db, .workers = 10,
                            .mode = NATOMIC_MODE_DURABLE, .instance = NULL};
     static const struct option longopts[] = {{"nats", required_argument, NULL, 'n'},
-                                             {"server", required_argument, NULL, 'n'},
-                                             {"user", required_argument, NULL, 'c'},
-                                             {"password", required_argument, NULL, 'c'},
-                                             {"token", required_argument, NULL, 'c'},
-                                             {"creds", required_argument, NULL, 'c'},
-                                             {"tlscert", required_argument, NULL, 'c'},
-                                             {"tlskey", required_argument, NULL, 'c'},
-                                             {"tlsca", required_argument, NULL, 'c'},
-                                             {"inbox-prefix", required_argument, NULL, 'c'},
+                                             NATOMIC_CONN_LONGOPTS('c'), /* --server, credentials, TLS */
                                              {"db", required_argument, NULL, 'd'},
                                              {"workers", required_argument, NULL, 'w'},
                                              {"mode", required_argument, NULL, 'm'},
@@ -93,8 +85,11 @@ int service_options_parse(service_options_t *out, int argc, char **argv, const c
         case 'd':
             o.db_path = optarg;
             break;
-        case 'c': /* a connection flag: credentials, TLS (natomic_conn_config_set) */
-            natomic_conn_config_set(&o.conn, longopts[longindex].name, optarg);
+        case 'c': /* a connection flag: --server, credentials, TLS (natomic_conn_config_set) */
+            if (strcmp(longopts[longindex].name, "server") == 0)
+                o.nats_url = optarg; /* as --nats */
+            else
+                natomic_conn_config_set(&o.conn, longopts[longindex].name, optarg);
             break;
         case 'w': {
             char *end = NULL;

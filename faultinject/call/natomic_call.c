@@ -242,15 +242,7 @@ int main(int argc, char **argv)
     int64_t timeout_ms = 5000;
     bool list = false;
     static const struct option opts[] = {{"nats", required_argument, NULL, 'c'},
-                                         {"server", required_argument, NULL, 'c'},
-                                         {"user", required_argument, NULL, 'c'},
-                                         {"password", required_argument, NULL, 'c'},
-                                         {"token", required_argument, NULL, 'c'},
-                                         {"creds", required_argument, NULL, 'c'},
-                                         {"tlscert", required_argument, NULL, 'c'},
-                                         {"tlskey", required_argument, NULL, 'c'},
-                                         {"tlsca", required_argument, NULL, 'c'},
-                                         {"inbox-prefix", required_argument, NULL, 'c'},
+                                         NATOMIC_CONN_LONGOPTS('c'), /* --server, credentials, TLS */
                                          {"timeout", required_argument, NULL, 't'},
                                          {"tx", required_argument, NULL, 'x'},
                                          {"key", required_argument, NULL, 'k'},

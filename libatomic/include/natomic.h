@@ -204,6 +204,17 @@ typedef struct natomic_conn_config {
  */
 NATOMIC_API natomic_status_t natomic_conn_config_set(natomic_conn_config_t *c, const char *flag, const char *value);
 
+/*
+ * Those flags as getopt_long() entries (struct option from <getopt.h>),
+ * each returning `val`; then natomic_conn_config_set(&c,
+ * longopts[index].name, optarg) fills the field, e.g.
+ *     static const struct option opts[] = {NATOMIC_CONN_LONGOPTS('c'), {"help", no_argument, NULL, 'h'}, {0}};
+ */
+#define NATOMIC_CONN_LONGOPTS(val)                                                                          \
+    {"server", 1, NULL, (val)}, {"user", 1, NULL, (val)}, {"password", 1, NULL, (val)},                      \
+        {"token", 1, NULL, (val)}, {"creds", 1, NULL, (val)}, {"tlscert", 1, NULL, (val)},                   \
+        {"tlskey", 1, NULL, (val)}, {"tlsca", 1, NULL, (val)}, {"inbox-prefix", 1, NULL, (val)}
+
 /* The help lines of those flags, for a tool's --help (each ends with a newline). */
 NATOMIC_API const char *natomic_conn_config_help(void);
 

@@ -35,6 +35,24 @@
 
 #define DEFAULT_URL "nats://127.0.0.1:4222"
 
+/* A caller may pass no message buffer: the message then goes to `local`, unread. */
+#define USE_LOCAL_IF_NULL(err, errcap, local) \
+    do {                                      \
+        if ((err) == NULL || (errcap) == 0) { \
+            (err) = (local);                  \
+            (errcap) = sizeof(local);         \
+        }                                     \
+    } while (0)
+
+/* nats.c's last error without its "(file.c:123): " source position; NULL when there is none. */
+static const char *last_error_text(void)
+{
+    const char *why = nats_GetLastError(NULL);
+    if (why != NULL && why[0] == '(' && strstr(why, "): ") != NULL)
+        why = strstr(why, "): ") + 3;
+    return why != NULL && *why != '\0' ? why : NULL;
+}
+
 NATOMIC_API const char *natomic_default_url(void)
 {
     const char *env = getenv("NATS_URL");
@@ -154,10 +172,7 @@ static bool url_has_userinfo(const char *url)
 NATOMIC_API natomic_status_t natomic_conn_config_check(const natomic_conn_config_t *c, char *err, size_t errcap)
 {
     char local[256];
-    if (err == NULL || errcap == 0) {
-        err = local;
-        errcap = sizeof local;
-    }
+    USE_LOCAL_IF_NULL(err, errcap, local);
     err[0] = '\0';
     if (c == NULL) {
         snprintf(err, errcap, "no connection settings");
@@ -202,10 +217,7 @@ NATOMIC_API natomic_status_t natomic_conn_options(natsOptions **out, const natom
                                                   size_t errcap)
 {
     char local[256];
-    if (err == NULL || errcap == 0) {
-        err = local;
-        errcap = sizeof local;
-    }
+    USE_LOCAL_IF_NULL(err, errcap, local);
     if (out == NULL)
         return NATOMIC_EINVAL;
     *out = NULL;
@@ -238,10 +250,8 @@ NATOMIC_API natomic_status_t natomic_conn_options(natsOptions **out, const natom
         s = natsOptions_LoadCertificatesChain(o, c->tls_cert, c->tls_key);
     if (s != NATS_OK) {
         /* nats.c's text says what was wrong with a file (not a certificate, no key in it), never a secret. */
-        const char *why = nats_GetLastError(NULL);
-        if (why != NULL && why[0] == '(' && strstr(why, "): ") != NULL)
-            why = strstr(why, "): ") + 3;
-        snprintf(err, errcap, "%s: %s", what, why != NULL && *why != '\0' ? why : natsStatus_GetText(s));
+        const char *why = last_error_text();
+        snprintf(err, errcap, "%s: %s", what, why != NULL ? why : natsStatus_GetText(s));
         natsOptions_Destroy(o);
         return s == NATS_NO_MEMORY ? NATOMIC_ENOMEM : NATOMIC_EINVAL;
     }
@@ -253,10 +263,7 @@ NATOMIC_API natomic_status_t natomic_connect_config(natsConnection **out, const 
                                                     size_t errcap)
 {
     char local[256];
-    if (err == NULL || errcap == 0) {
-        err = local;
-        errcap = sizeof local;
-    }
+    USE_LOCAL_IF_NULL(err, errcap, local);
     if (out == NULL || c == NULL)
         return NATOMIC_EINVAL;
     natsOptions *o = NULL;
@@ -267,11 +274,9 @@ NATOMIC_API natomic_status_t natomic_connect_config(natsConnection **out, const 
     natsOptions_Destroy(o);
     if (st != NATOMIC_OK) {
         char url[512];
-        const char *why = nats_GetLastError(NULL);
-        if (why != NULL && why[0] == '(' && strstr(why, "): ") != NULL)
-            why = strstr(why, "): ") + 3; /* nats.c's "(conn.c:2088): " source position */
+        const char *why = last_error_text();
         snprintf(err, errcap, "cannot connect to %s: %s", natomic_url_redacted(url, sizeof url, c->url),
-                 why != NULL && *why != '\0' ? why : natomic_strerror(st));
+                 why != NULL ? why : natomic_strerror(st));
     }
     return st;
 }

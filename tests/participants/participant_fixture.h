@@ -53,6 +53,9 @@ int64_t participant_db_int(participant_t *p, const char *sql);
 /* The participant's barrier counter for `outcome`. */
 uint64_t participant_barrier_count(participant_t *p, natomic_barrier_outcome_t outcome);
 
+/* A text of 201 bytes: one over the services' limit for a stored field (REQUEST_TEXT_MAX). Static. */
+const char *participant_long_text(void);
+
 /* Creates the barrier table in a new database file with one row 8 days old (tx 'tx-old') and one fresh ('tx-new'). */
 void participant_seed_barrier(const char *db_path);
 

@@ -257,9 +257,7 @@ START_TEST(test_bad_input)
     expect_error(&r, "release without order_id", 400, "InvalidRequest");
     fixture_reply_clear(&r);
     /* Text fields over 200 bytes (REQUEST_TEXT_MAX) are refused before anything is stored. */
-    char long_text[202];
-    memset(long_text, 'x', sizeof long_text - 1);
-    long_text[sizeof long_text - 1] = '\0';
+    const char *long_text = participant_long_text();
     call_restock(&r, &p, long_text, 5);
     expect_error(&r, "restock of a 201-byte sku", 400, "InvalidRequest");
     fixture_reply_clear(&r);

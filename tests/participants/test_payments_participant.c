@@ -214,9 +214,7 @@ START_TEST(test_declined_charge_leaves_nothing)
     check_balance(&p, "ann", 100, 0);
     ck_assert_int_eq(charges(&p, "1"), 0);
     /* Text fields over 200 bytes (REQUEST_TEXT_MAX) are refused before anything is stored. */
-    char long_text[202];
-    memset(long_text, 'x', sizeof long_text - 1);
-    long_text[sizeof long_text - 1] = '\0';
+    const char *long_text = participant_long_text();
     call_deposit(&r, &p, long_text, 5);
     expect_error(&r, "deposit for a 201-byte customer", 400, "InvalidRequest");
     fixture_reply_clear(&r);
