@@ -22,6 +22,7 @@
 #   test_least_privilege.sh NATS_SERVER_BIN BUILD_DIR SOURCE_DIR
 # shellcheck disable=SC2016,SC2317 # subjects with a literal $; stop/cleanup run from the EXIT trap
 set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [[ $# -ne 3 ]]; then
   echo "usage: $0 NATS_SERVER_BIN BUILD_DIR SOURCE_DIR" >&2
   exit 2
@@ -33,134 +34,17 @@ services=(inventory payments notifications conversions orders) # orders last: it
 n=0
 dir=$(mktemp -d "${TMPDIR:-/tmp}/natomic-lp-XXXXXX")
 pids=()
-stop() { # PID: SIGTERM, at most 5 s to leave, then SIGKILL
-  local i
-  kill "$1" 2>/dev/null || return 0
-  for i in $(seq 50); do
-    kill -0 "$1" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -9 "$1" 2>/dev/null
-  wait "$1" 2>/dev/null
-}
-cleanup() { # the services first (they leave while NATS is there), then the server
-  local i
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}"; done
-  rm -rf -- "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM # a test runner's timeout: cleanup still runs
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { # NAME WHY [DIRECTIVE]
-  n=$((n + 1))
-  echo "not ok $n - $1${3:+ # $3}"
-  echo "  ---"
-  echo "  message: \"$(printf '%s' "$2" | tr '\n' ' ' | sed 's/\\/\\\\/g; s/"/\\"/g' | cut -c1-900)\""
-  echo "  ..."
-}
-check() { # NAME WHY: ok when WHY is empty
-  if [[ -z $2 ]]; then ok "$1"; else not_ok "$1" "$2"; fi
-}
-bail() { # NAME WHY: a failed prerequisite ends the run
-  not_ok "$1" "$2"
-  echo "1..$n"
-  exit 0
-}
-
-echo "TAP version 14"
-
-# ---- prerequisites ------------------------------------------------------------------
-why=""
-for f in "$nats_server" "$call"; do
-  [[ -x $f ]] || why+="$f is not an executable; "
-done
-for s in "${services[@]}"; do
-  [[ -x $build/services/$s/$s ]] || why+="$build/services/$s/$s is not an executable; "
-done
-[[ -r $conf ]] || why+="$conf is not readable; "
-for tool in python3 sqlite3 timeout; do
-  command -v "$tool" >/dev/null || why+="$tool is not installed; "
-done
-[[ -z $why ]] || bail "prerequisites are there" "$why"
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-newpw() { python3 -c 'import secrets; print("pw" + secrets.token_hex(16))'; }
-declare -A pw
+# shellcheck source=lp_lib.sh
+source "$here/lp_lib.sh"
 for u in "${services[@]}" client admin; do pw[$u]=$(newpw); done
 url="nats://127.0.0.1:$port"
 
 # ---- the NATS text protocol, by hand: what the server answers is the proof -------------
-# probe.py USER OP...  (password in PROBE_PASSWORD). OPs:
-#   pub SUBJECT REPLY PAYLOAD     REPLY "-" for none; PAYLOAD "-" empty, "f1:TEXT" a protobuf
-#                                 message whose field 1 is the string TEXT
-#   hpub SUBJECT REPLY HEADER=VALUE PAYLOAD   the same with one header
-#   sub SUBJECT QUEUE             QUEUE "-" for a plain subscription
-# Then PING; prints every line the server sent (INFO and PONG aside) until PONG.
-# Exit 0 on PONG, 4 when the server closed the connection, 5 on a timeout (3 s).
-cat >"$dir/probe.py" <<'PY'
-import json, os, socket, sys, time
-port, user, ops = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-def payload(spec):
-    if spec == "-":
-        return b""
-    if spec.startswith("f1:"):
-        text = spec[3:].encode()
-        return b"\x0a" + bytes([len(text)]) + text
-    return spec.encode()
-try:
-    s = socket.create_connection(("127.0.0.1", port), timeout=3)
-    f = s.makefile("rb")
-    f.readline()  # INFO
-    out = [b"CONNECT " + json.dumps({"user": user, "pass": os.environ.get("PROBE_PASSWORD", ""), "verbose": False,
-                                     "pedantic": False, "headers": True, "protocol": 1}).encode()]
-    sid, i = 0, 0
-    while i < len(ops):
-        if ops[i] == "pub":
-            subj, reply, data = ops[i + 1], ops[i + 2], payload(ops[i + 3])
-            out.append(b"PUB %s %s%d\r\n%s" % (subj.encode(), b"" if reply == "-" else reply.encode() + b" ",
-                                                len(data), data))
-            i += 4
-        elif ops[i] == "hpub":
-            subj, reply, header, data = ops[i + 1], ops[i + 2], ops[i + 3], payload(ops[i + 4])
-            k, _, v = header.partition("=")
-            h = b"NATS/1.0\r\n%s: %s\r\n\r\n" % (k.encode(), v.encode())
-            out.append(b"HPUB %s %s%d %d\r\n%s%s" % (subj.encode(), b"" if reply == "-" else reply.encode() + b" ",
-                                                      len(h), len(h) + len(data), h, data))
-            i += 5
-        elif ops[i] == "sub":
-            sid += 1
-            queue = "" if ops[i + 2] == "-" else ops[i + 2] + " "
-            out.append(b"SUB %s %s%d" % (ops[i + 1].encode(), queue.encode(), sid))
-            i += 3
-        else:
-            sys.exit("probe.py: unknown op " + ops[i])
-    out.append(b"PING")
-    s.sendall(b"\r\n".join(out) + b"\r\n")
-    deadline = time.time() + 3
-    while time.time() < deadline:
-        line = f.readline()
-        if not line:
-            sys.exit(4)
-        line = line.decode(errors="replace").rstrip("\r\n")
-        if line == "PONG":
-            sys.exit(0)
-        if line == "PING":
-            s.sendall(b"PONG\r\n")
-        elif line.startswith("MSG ") or line.startswith("HMSG "):
-            f.read(int(line.split()[-1]) + 2)
-            print(line)
-        else:
-            print(line)
-    sys.exit(5)
-except (socket.timeout, ConnectionError):
-    sys.exit(5)
-PY
+# The NATS text protocol by hand: tests/security/nats_probe.py (its opening comment says how).
 probe() { # USER PASSWORD OP...: output in $dir/probe.out, status in $probe_rc
   local user=$1 pass=$2
   shift 2
-  PROBE_PASSWORD=$pass timeout 10 python3 "$dir/probe.py" "$port" "$user" "$@" >"$dir/probe.out" 2>&1
+  PROBE_PASSWORD=$pass timeout 10 python3 "$here/nats_probe.py" "$port" "$user" "$@" >"$dir/probe.out" 2>&1
   probe_rc=$?
 }
 
