@@ -293,10 +293,6 @@ int main(int argc, char **argv)
     }
     natomic_conn_config_from_env(&conn);
     char err[512];
-    if (natomic_conn_config_check(&conn, err, sizeof err) != NATOMIC_OK) {
-        fprintf(stderr, "natomic-call: %s\n", err);
-        return EXIT_USAGE;
-    }
     natsConnection *nc = NULL;
     /* Fail fast when NATS is not there: the default connect timeout is 2 s. */
     natomic_status_t connected = natomic_connect_config(&nc, &conn, err, sizeof err);

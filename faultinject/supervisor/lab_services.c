@@ -16,20 +16,13 @@
 static const char *const names[LAB_SERVICE_COUNT] = {"conversions", "inventory", "payments", "orders",
                                                      "notifications"};
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits until $SRV.PING.<name> answers; 0 or -1 after timeout_ms by the clock (a request with no
    responders returns at once, so counting rounds would give up long before timeout_ms). */
 static int wait_ping(natsConnection *nc, const char *name, int timeout_ms)
 {
     char subject[128];
     snprintf(subject, sizeof subject, "$SRV.PING.%s", name);
-    for (int64_t end = monotonic_ms() + timeout_ms; monotonic_ms() < end;) {
+    for (int64_t end = lab_monotonic_ms() + timeout_ms; lab_monotonic_ms() < end;) {
         natsMsg *r = NULL;
         if (natsConnection_RequestString(&r, nc, subject, "", 50) == NATS_OK) {
             natsMsg_Destroy(r);

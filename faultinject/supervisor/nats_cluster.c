@@ -10,18 +10,12 @@
  * a moment after the last node is up.
  */
 #include "nats_cluster.h"
+#include "process.h"
 
 #include <nats/nats.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int nats_cluster_start(nats_cluster_t *c, int nodes)
 {
@@ -69,9 +63,9 @@ int nats_cluster_start(nats_cluster_t *c, int nodes)
 
 int nats_cluster_wait_jetstream(const nats_cluster_t *c, int timeout_ms)
 {
-    int64_t end = monotonic_ms() + timeout_ms;
+    int64_t end = lab_monotonic_ms() + timeout_ms;
     int rc = -1;
-    while (rc != 0 && monotonic_ms() < end) {
+    while (rc != 0 && lab_monotonic_ms() < end) {
         natsOptions *o = NULL;
         natsConnection *nc = NULL;
         const char *servers[NATS_CLUSTER_MAX];

@@ -166,3 +166,10 @@ int lab_sibling_path(char *out, size_t cap, const char *rel)
     int w = snprintf(out, cap, "%s/%s", dirname(self), rel);
     return w > 0 && (size_t)w < cap ? 0 : -1;
 }
+
+int64_t lab_monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -7,6 +7,7 @@
 #define LAB_PROCESS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct lab_process {
@@ -41,5 +42,8 @@ int lab_process_stop(lab_process_t *p, int sig, int wait_ms);
 
 /* The path of a sibling program of the running binary: <dir of /proc/self/exe>/<rel>. */
 int lab_sibling_path(char *out, size_t cap, const char *rel);
+
+/* CLOCK_MONOTONIC in milliseconds: what every bounded wait of the supervisor measures. */
+int64_t lab_monotonic_ms(void);
 
 #endif

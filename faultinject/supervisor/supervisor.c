@@ -106,13 +106,6 @@ void supervisor_emergency_kill(void)
 /* Small helpers                                                       */
 /* ------------------------------------------------------------------ */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -191,7 +184,7 @@ static bool alive(supervised_service_t *s)
             snprintf(what, sizeof what, "saw the exit (status %d) of", WEXITSTATUS(status));
         log_marker(s, what);
         s->died = true; /* on its own: no kill of ours reaps through here */
-        s->died_ms = now_ms();
+        s->died_ms = lab_monotonic_ms();
         s->died_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
         s->died_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     }
@@ -292,9 +285,9 @@ static int ping_count(natsConnection *nc, const char *subject, int want, int wai
     int got = 0;
     if (natsInbox_Create(&inbox) == NATS_OK && natsConnection_SubscribeSync(&sub, nc, inbox) == NATS_OK &&
         natsConnection_PublishRequestString(nc, subject, inbox, "") == NATS_OK) {
-        int64_t end = now_ms() + wait_ms;
+        int64_t end = lab_monotonic_ms() + wait_ms;
         while (got < want) {
-            int64_t left = end - now_ms();
+            int64_t left = end - lab_monotonic_ms();
             natsMsg *m = NULL;
             if (left <= 0 || natsSubscription_NextMsg(&m, sub, left) != NATS_OK)
                 break;
@@ -313,7 +306,7 @@ static int wait_ready(supervisor_t *sv, supervised_service_t *s, int n)
 {
     char subject[96];
     snprintf(subject, sizeof subject, "$SRV.PING.%s", s[0].name);
-    int64_t end = now_ms() + START_WAIT_MS;
+    int64_t end = lab_monotonic_ms() + START_WAIT_MS;
     for (;;) {
         int want = 0;
         for (int i = 0; i < n; i++) {
@@ -328,7 +321,7 @@ static int wait_ready(supervisor_t *sv, supervised_service_t *s, int n)
         }
         if (want == 0 || ping_count(sv->nc, subject, want, 250) >= want)
             return 0;
-        if (now_ms() >= end) {
+        if (lab_monotonic_ms() >= end) {
             fail_msg("%s did not answer %s within %d ms; see %s", s[0].name, subject, START_WAIT_MS,
                      s[0].log_path);
             return -1;
@@ -575,7 +568,7 @@ static int pause_some(supervisor_t *sv, const char *name, int instance)
         log_marker(&s[i], "SIGSTOP to");
         lab_process_signal(&s[i].proc, SIGSTOP);
         /* Return only once it is stopped, so the caller's next request cannot be served. */
-        int64_t end = now_ms() + PAUSE_WAIT_MS;
+        int64_t end = lab_monotonic_ms() + PAUSE_WAIT_MS;
         for (;;) {
             int status = 0;
             pid_t r = waitpid(s[i].proc.pid, &status, WNOHANG | WUNTRACED);
@@ -586,10 +579,10 @@ static int pause_some(supervisor_t *sv, const char *name, int instance)
             if (r == s[i].proc.pid || (r < 0 && errno != EINTR)) {
                 forget_child(&s[i]); /* it ended meanwhile, on its own */
                 s[i].died = true;
-                s[i].died_ms = now_ms();
+                s[i].died_ms = lab_monotonic_ms();
                 break;
             }
-            if (now_ms() >= end) {
+            if (lab_monotonic_ms() >= end) {
                 fail_msg("%s (instance %d) did not stop within %d ms", name, s[i].instance, PAUSE_WAIT_MS);
                 s[i].paused = true; /* SIGSTOP is pending: count it as paused so resume sends SIGCONT */
                 rc = -1;
@@ -692,8 +685,8 @@ int supervisor_restart_nats(supervisor_t *sv)
     /* The services reconnect through their proxies on their own; the supervisor's client must be
      * back before the scenario goes on. Counting reconnects avoids trusting a status the client
      * set before it noticed the old server was gone. */
-    int64_t end = now_ms() + NATS_RECONNECT_MS;
-    while (now_ms() < end) {
+    int64_t end = lab_monotonic_ms() + NATS_RECONNECT_MS;
+    while (lab_monotonic_ms() < end) {
         if (reconnect_count(sv->nc) > before && natsConnection_Status(sv->nc) == NATS_CONN_STATUS_CONNECTED &&
             natsConnection_FlushTimeout(sv->nc, 500) == NATS_OK)
             return 0;
@@ -743,7 +736,7 @@ static int fiu_command(const supervisor_t *sv, const supervised_service_t *s, co
     snprintf(in_path, sizeof in_path, "%s/fiu-ctrl-%ld.in", sv->dir, (long)s->proc.pid);
     snprintf(out_path, sizeof out_path, "%s/fiu-ctrl-%ld.out", sv->dir, (long)s->proc.pid);
     display_name(who, sizeof who, s);
-    int64_t end = now_ms() + FIU_WAIT_MS;
+    int64_t end = lab_monotonic_ms() + FIU_WAIT_MS;
     int out = -1, in = -1;
     const char *why = "no control FIFO";
     for (;;) {
@@ -767,7 +760,7 @@ static int fiu_command(const supervisor_t *sv, const supervised_service_t *s, co
                 why = errno == ENXIO ? "nobody reads the control FIFO" : "cannot open the control FIFO";
             }
         }
-        if (now_ms() >= end) {
+        if (lab_monotonic_ms() >= end) {
             if (out >= 0)
                 close(out);
             fail_msg("%s did not answer '%s' within %d ms: %s (%s)", who, cmd, FIU_WAIT_MS, why, in_path);
@@ -780,7 +773,7 @@ static int fiu_command(const supervisor_t *sv, const supervised_service_t *s, co
     size_t got = 0;
     bool done = false;
     while (!done) {
-        int64_t left = end - now_ms();
+        int64_t left = end - lab_monotonic_ms();
         struct pollfd pfd = {.fd = out, .events = POLLIN};
         if (left <= 0 || poll(&pfd, 1, (int)left) == 0)
             break;
@@ -917,7 +910,7 @@ static size_t watch_round(supervisor_t *sv, watch_news_t *news, size_t cap)
             else
                 snprintf(w->what, sizeof w->what, "exited with status %d", s->died_status);
         }
-        if (s->proc.pid > 0 || !s->died || now_ms() - s->died_ms < sv->watch_quiet_ms ||
+        if (s->proc.pid > 0 || !s->died || lab_monotonic_ms() - s->died_ms < sv->watch_quiet_ms ||
             s->watch_restarts >= WATCH_MAX_RESTARTS || n >= cap)
             continue;
         char marker[96];
@@ -931,7 +924,7 @@ static size_t watch_round(supervisor_t *sv, watch_news_t *news, size_t cap)
         w->what[0] = '\0';
         if (spawn_instance(sv, s, false) != 0) {
             snprintf(w->what, sizeof w->what, "the restart failed (see %s)", s->log_path);
-            s->died_ms = now_ms(); /* try again after another quiet period */
+            s->died_ms = lab_monotonic_ms(); /* try again after another quiet period */
         }
     }
     unlock(sv);
@@ -1081,12 +1074,12 @@ void supervisor_stop(supervisor_t *sv, bool keep)
         lab_process_signal(&s->proc, SIGTERM);
     }
     /* Let them drain through their proxies. */
-    int64_t end = now_ms() + STOP_WAIT_MS;
+    int64_t end = lab_monotonic_ms() + STOP_WAIT_MS;
     for (;;) {
         int running = 0;
         for (int i = 0; i < sv->n_svc; i++)
             running += alive(&sv->svc[i]) ? 1 : 0;
-        if (running == 0 || now_ms() >= end)
+        if (running == 0 || lab_monotonic_ms() >= end)
             break;
         sleep_ms(10);
     }

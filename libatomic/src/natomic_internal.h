@@ -321,7 +321,6 @@ struct natomic_service {
     _Atomic bool stopping;
     int stop_pipe[2];               /* natomic_service_request_stop() writes */
     _Atomic uint64_t unknown_method;
-    _Atomic uint64_t refused_reply_to; /* calls whose reply subject was no inbox */
     _Atomic uint64_t rollbacks_run, rollbacks_exhausted;
     _Atomic uint64_t dispatches_run, dispatches_exhausted;
     _Atomic uint64_t retries;

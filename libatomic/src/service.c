@@ -527,7 +527,6 @@ static bool reply_subject_allowed(const natomic_service_t *svc, const char *repl
 static void handle_call(natomic_service_t *svc, natsMsg *msg, bool injected)
 {
     if (!reply_subject_allowed(svc, natsMsg_GetReply(msg))) {
-        atomic_fetch_add(&svc->refused_reply_to, 1);
         natomic__log(NATOMIC_LOG_WARN, svc->name,
                      "refused a call to %.100s: its reply subject %.100s is not an inbox (%s); nothing was run",
                      natsMsg_GetSubject(msg), natsMsg_GetReply(msg), svc->inbox_prefixes);
