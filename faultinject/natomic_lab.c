@@ -71,7 +71,7 @@ static void usage(FILE *f)
           "Options of run:\n"
           "  --filter TEXT run only scenarios whose <group>/<name> contains TEXT\n"
           "  --seed N      the seed of every random choice (default: each scenario's own)\n"
-          "  --jobs N      play N scenarios at once, 1 to 64 (default: one per core); TAP,\n"
+          "  --jobs N      play N scenarios at once, 1 to 64 (default: two per core); TAP,\n"
           "                progress and report stay in file order\n"
           "  --report DIR  write the report there (index.html, one page per scenario)\n"
           "  --keep        keep each scenario's folder (NATS store, logs, databases); its path\n"

@@ -47,8 +47,10 @@
  * the invariants must hold for any such assignment, which is what those
  * stories check.
  *
- * Scenarios run several at once with --jobs N (default: the number of
- * cores). Each has its own NATS on its own port, its own temporary folder
+ * Scenarios run several at once with --jobs N (default: twice the number
+ * of cores: a story spends most of its time waiting -- on timeouts, on
+ * restarts, on a cluster's elections -- and the whole suite keeps the two
+ * cores of the reference machine about a third busy at one story per core). Each has its own NATS on its own port, its own temporary folder
  * and services, and one worker thread from start to stop (its children
  * die with the thread that started them). A scenario writes its TAP into a
  * buffer; the main thread prints the buffers in file order, numbering the
@@ -94,6 +96,8 @@
 #define PAIR_WINDOW 8192         /* a reply is paired with one of the last calls     */
 #define MAX_JOBS 64
 #define TX_LEN 32
+#define MAX_BACKGROUND 16        /* calls going on at once with `background: true`    */
+#define BACKGROUND_HEAD_START_MS 100 /* before the step after a background call      */
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -240,6 +244,8 @@ typedef struct run {
     double recovery_ms;
     char recovery_restart[48];
     char (*step_tx)[TX_LEN + 1];      /* the transaction of each single-call step     */
+    struct background *background[MAX_BACKGROUND]; /* calls going on (`background: true`) */
+    int n_background;
     /* results */
     FILE *out;                        /* this scenario's TAP, numbered 1.. locally    */
     char *out_text;
@@ -740,13 +746,23 @@ static void yaml_quoted(FILE *f, const char *key, const char *value)
  */
 static void point(run_t *r, bool ok, const char *expected, const char *actual, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+static void point_locked(run_t *r, bool ok, const char *expected, const char *actual, const char *desc);
 static void point(run_t *r, bool ok, const char *expected, const char *actual, const char *fmt, ...)
 {
+    /* Background calls (a step's `background: true`) end on their own threads. */
+    static pthread_mutex_t point_mu = PTHREAD_MUTEX_INITIALIZER;
     char desc[200];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(desc, sizeof desc, fmt, ap);
     va_end(ap);
+    pthread_mutex_lock(&point_mu);
+    point_locked(r, ok, expected, actual, desc);
+    pthread_mutex_unlock(&point_mu);
+}
+
+static void point_locked(run_t *r, bool ok, const char *expected, const char *actual, const char *desc)
+{
     const char *who = r->sc->group[0] != '\0' ? r->sc->group : "";
     fprintf(r->out, "%s %d - %s%s%s: %s\n", ok ? "ok" : "not ok", ++r->points, who, who[0] ? "/" : "", r->sc->name,
             desc);
@@ -1189,6 +1205,89 @@ static void mark_restart(run_t *r, const char *service, int instance)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* A call step with `background: true`: played on a thread of its own, joined by join_background(). */
+typedef struct background {
+    run_t *r;
+    const scenario_step_t *step;
+    size_t index;
+    pthread_t thread;
+} background_t;
+
+static void *background_main(void *arg)
+{
+    background_t *b = arg;
+    play_call(b->r, b->step, b->index, false);
+    return NULL;
+}
+
+static bool play_background(run_t *r, const scenario_step_t *s, size_t index)
+{
+    background_t *b = r->n_background < MAX_BACKGROUND ? calloc(1, sizeof *b) : NULL;
+    if (b != NULL) {
+        *b = (background_t){.r = r, .step = s, .index = index};
+        if (pthread_create(&b->thread, NULL, background_main, b) == 0) {
+            timeline_add(&r->tl, TL_NOTE, "lab", "lab", false, "%s goes on in the background", s->subject);
+            r->background[r->n_background++] = b;
+            /* Let it leave before the next step acts (a kill meant to land mid-call). */
+            sleep_ms(BACKGROUND_HEAD_START_MS);
+            return true;
+        }
+        free(b);
+    }
+    return play_call(r, s, index, false); /* no thread: in the foreground, as a plain step */
+}
+
+/* Waits for every background call (each ends by its own timeout) before the final checks. */
+static void join_background(run_t *r)
+{
+    for (int i = 0; i < r->n_background; i++) {
+        pthread_join(r->background[i]->thread, NULL);
+        free(r->background[i]);
+    }
+    r->n_background = 0;
+}
+
+/*
+ * kill_node, restart_node, cut_node, heal_node: the target is resolved now
+ * (the meta leader, a stream's leader, the node a service is connected to
+ * are facts of this moment), and the timeline says which node it was.
+ * restart_node and heal_node `all`: every node down, or every node cut.
+ */
+static int play_node_step(run_t *r, const scenario_step_t *s)
+{
+    static const struct {
+        supervisor_node_op_t op;
+        const char *verb;
+    } ops[] = {{SUPERVISOR_NODE_KILL, "killed"},
+               {SUPERVISOR_NODE_RESTART, "restarted"},
+               {SUPERVISOR_NODE_CUT, "cut off (routes and clients)"},
+               {SUPERVISOR_NODE_HEAL, "healed (routes and clients pass again)"}};
+    int which = s->kind == STEP_NODE_KILL ? 0 : s->kind == STEP_NODE_RESTART ? 1 : s->kind == STEP_NODE_CUT ? 2 : 3;
+    supervisor_node_op_t op = ops[which].op;
+    bool undo = op == SUPERVISOR_NODE_RESTART || op == SUPERVISOR_NODE_HEAL;
+    int first = 0, last = -1;
+    if (strcmp(s->node, "all") == 0)
+        last = r->sv.cluster.n - 1;
+    else if (supervisor_node_find(&r->sv, s->node, &first) == 0)
+        last = first;
+    else
+        return -1; /* it said why */
+    int chosen[NATS_CLUSTER_MAX], n = 0;
+    for (int k = first; k <= last; k++) {
+        bool down = r->sv.cluster.node[k].pid <= 0, cut = r->sv.cluster.isolated[k];
+        if (undo && !(op == SUPERVISOR_NODE_RESTART ? down : cut))
+            continue; /* nothing to undo on this one */
+        char name[16], as[80] = "";
+        nats_cluster_node_name(k, name, sizeof name);
+        if (strcmp(s->node, name) != 0 && strcmp(s->node, "all") != 0)
+            snprintf(as, sizeof as, " (%s)", s->node);
+        timeline_add(&r->tl, undo ? TL_HEAL : TL_FAULT, "lab", "lab", !undo, "NATS node %s%s %s", name, as,
+                     ops[which].verb);
+        chosen[n++] = k;
+    }
+    return supervisor_nodes(&r->sv, chosen, n, op);
+}
+
 static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
 {
     int rc = 0;
@@ -1197,6 +1296,8 @@ static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
     char on[80];
     switch (s->kind) {
     case STEP_CALL:
+        if (s->background)
+            return play_background(r, s, index);
         return play_call(r, s, index, false);
     case STEP_KILL:
         timeline_add(&r->tl, TL_FAULT, "lab", svc, true, "kill -9%s", on_instance(on, sizeof on, svc, k));
@@ -1256,6 +1357,12 @@ static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
     }
     case STEP_WAIT:
         sleep_ms(s->ms);
+        break;
+    case STEP_NODE_KILL:
+    case STEP_NODE_RESTART:
+    case STEP_NODE_CUT:
+    case STEP_NODE_HEAL:
+        rc = play_node_step(r, s);
         break;
     }
     if (rc != 0)
@@ -1751,7 +1858,7 @@ static bool run_scenario(run_t *r)
         if (*c == '\n' || *c == '\r')
             *c = ' ';
     fprintf(r->out, "# %s%s%s (seed %llu): %s\n", sc->group, sc->group[0] ? "/" : "", sc->name, r->seed, about);
-    if (supervisor_start(&r->sv, r->seed) != 0) {
+    if (supervisor_start_nodes(&r->sv, r->seed, sc->nats_nodes) != 0) {
         point(r, false, "NATS to start", "it did not (see stderr)", "start NATS");
         return false;
     }
@@ -1798,6 +1905,7 @@ static bool run_scenario(run_t *r)
         timeline_add(&r->tl, TL_NOTE, "lab", "lab", false, "step %zu (line %d)", i + 1, sc->steps[i].line);
         play_step(r, &sc->steps[i], i);
     }
+    join_background(r);
     final_checks(r);
     return true;
 }
@@ -2045,7 +2153,7 @@ static void summary(const job_t *jobs, size_t n, size_t n_runs, size_t n_failed,
 
 static int default_jobs(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    long n = 2 * sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > MAX_JOBS ? MAX_JOBS : (int)n;
 }
 
@@ -2346,7 +2454,7 @@ static bool replay_setup(replay_t *x, runner_replay_t *out)
     run_t *r = x->r;
     const scenario_t *sc = r->sc;
     const runner_replay_options_t *o = x->o;
-    if (supervisor_start(&r->sv, r->seed) != 0) {
+    if (supervisor_start_nodes(&r->sv, r->seed, sc->nats_nodes) != 0) {
         snprintf(out->setup_error, sizeof out->setup_error, "NATS did not start (see stderr)");
         return false;
     }

@@ -61,15 +61,16 @@ const char *const scenario_invariant_names[] = {"stock_conserved",   "money_cons
                                                 "order_created_once", "notifications_match", "no_pending_orders",
                                                 "no_dead_letters",    "no_premature_events", NULL};
 
-static const char *const top_keys[] = {"about",     "mode",  "seed",   "services", "faults",
+static const char *const top_keys[] = {"about",     "mode",  "nats",   "seed",   "services", "faults",
                                        "seed_data", "steps", "expect", NULL};
 /* Every key a step may have; the first of them present names its kind. */
 static const char *const step_keys[] = {"call",  "request",    "timeout", "repeat",    "concurrency", "expect",
                                         "idempotency_key", "kill", "restart", "pause",  "resume",      "cut",
                                         "blackhole", "delay_link", "ms",   "heal",      "fault",       "release",
-                                        "wait",  "instance",   NULL};
+                                        "wait",  "instance",   "kill_node", "restart_node", "cut_node",
+                                        "heal_node", "background", NULL};
 static const char *const call_keys[] = {"call",   "request", "timeout", "repeat", "concurrency",
-                                        "expect", "idempotency_key", NULL};
+                                        "expect", "idempotency_key", "background", NULL};
 static const char *const delay_link_keys[] = {"delay_link", "ms", NULL};
 /* kill, restart, pause and resume may name one instance. */
 static const char *const kill_keys[] = {"kill", "instance", NULL};
@@ -102,6 +103,8 @@ static const struct {
     {"resume", STEP_RESUME},       {"cut", STEP_CUT},     {"blackhole", STEP_BLACKHOLE},
     {"delay_link", STEP_DELAY_LINK}, {"heal", STEP_HEAL}, {"fault", STEP_FAULT},     {"release", STEP_RELEASE},
     {"wait", STEP_WAIT},
+    {"kill_node", STEP_NODE_KILL}, {"restart_node", STEP_NODE_RESTART}, {"cut_node", STEP_NODE_CUT},
+    {"heal_node", STEP_NODE_HEAL},
 };
 #define N_STEP_KINDS (sizeof step_kinds / sizeof step_kinds[0])
 
@@ -628,6 +631,45 @@ static int check_started(parse_t *p, const yaml_node_t *at, const scenario_t *s,
     }
     return fail(p, at, "service '%s' is not listed in services, so it is not started (listed: %s)", buf,
                 s->n_services > 0 ? listed : "none");
+}
+
+/*
+ * A node step's target, copied into *out: n1..nN, meta-leader,
+ * leader-of:<stream>, connected-to:<a started service>, and `all` where
+ * `all_ok` (restart_node, heal_node). Needs `nats: cluster`.
+ */
+static int parse_node(parse_t *p, const yaml_node_t *n, const scenario_t *s, const char *key, bool all_ok,
+                      char **out)
+{
+    if (s->nats_nodes < 2)
+        return fail(p, n, "'%s' needs 'nats: cluster' at top level (this story runs on one server)", key);
+    if (get_string(p, n, key, out) != 0)
+        return -1;
+    const char *t = *out;
+    char *end = NULL;
+    if (t[0] == 'n' && t[1] >= '1' && t[1] <= '9') {
+        long k = strtol(t + 1, &end, 10);
+        if (*end == '\0' && k >= 1 && k <= s->nats_nodes)
+            return 0;
+        return fail(p, n, "no node '%.40s': the cluster has n1 to n%d", t, s->nats_nodes);
+    }
+    if (strcmp(t, "all") == 0) {
+        if (all_ok)
+            return 0;
+        return fail(p, n, "'%s: all' would take the whole cluster down: name one node", key);
+    }
+    if (strcmp(t, "meta-leader") == 0)
+        return 0;
+    if (strncmp(t, "leader-of:", 10) == 0) {
+        if (t[10] != '\0' && strspn(t + 10, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") ==
+                                  strlen(t + 10))
+            return 0;
+        return fail(p, n, "leader-of: wants a stream name ([A-Za-z0-9_-]), e.g. leader-of:KV_natomic_saga_orders");
+    }
+    if (strncmp(t, "connected-to:", 13) == 0)
+        return check_started(p, n, s, t + 13, strlen(t + 13));
+    return fail(p, n, "'%s: %.40s': a node is n1..n%d, meta-leader, leader-of:<stream> or connected-to:<service>%s",
+                key, t, s->nats_nodes, all_ok ? ", or all" : "");
 }
 
 /* A step's target service: a listed one, copied into *out. */
@@ -1317,6 +1359,12 @@ static int parse_call(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
         return -1;
     if ((v = map_get(p, n, "idempotency_key")) != NULL && get_idempotency_key(p, v, st) != 0)
         return -1;
+    if ((v = map_get(p, n, "background")) != NULL) {
+        if (seed_data)
+            return fail(p, v, "seed_data calls run one after another: 'background' goes in steps only");
+        if (get_bool(p, v, "background", &st->background) != 0)
+            return -1;
+    }
     if ((v = map_get(p, n, "expect")) != NULL) {
         st->has_expect = true;
         if (parse_call_expect(p, v, s, st, seed_data, &st->expect) != 0)
@@ -1390,6 +1438,9 @@ static int parse_step(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
     case STEP_RESTART:
         if (v->type == YAML_SCALAR_NODE && strcmp(text_of(v), "nats") == 0) {
             st->kind = STEP_NATS_RESTART;
+            if (s->nats_nodes > 1)
+                return fail(p, v, "'restart: nats' restarts the one server; on a cluster say kill_node and "
+                                  "restart_node (n1..n%d, meta-leader, ...)", s->nats_nodes);
             if ((v = map_get(p, n, "instance")) != NULL)
                 return fail(p, v, "'instance' does not go with 'restart: nats' (NATS runs once)");
             return 0;
@@ -1421,6 +1472,11 @@ static int parse_step(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
         return st->service != NULL ? 0 : fail(p, n, "out of memory");
     case STEP_WAIT:
         return get_int32(p, v, "wait (ms)", 0, MAX_WAIT_MS, &st->ms);
+    case STEP_NODE_KILL:
+    case STEP_NODE_RESTART:
+    case STEP_NODE_CUT:
+    case STEP_NODE_HEAL:
+        return parse_node(p, v, s, key, st->kind == STEP_NODE_RESTART || st->kind == STEP_NODE_HEAL, &st->node);
     case STEP_NATS_RESTART:
         break;
     }
@@ -1676,6 +1732,14 @@ static int parse_root(parse_t *p, const yaml_node_t *root, scenario_t *s)
         else if (mode == NULL || strcmp(mode, "memory") != 0)
             return fail(p, v, "unknown mode '%.40s' (allowed: memory, durable)", mode != NULL ? mode : kind_name(v));
     }
+    s->nats_nodes = 1;
+    if ((v = map_get(p, root, "nats")) != NULL) {
+        const char *nats = text_of(v);
+        if (nats != NULL && strcmp(nats, "cluster") == 0)
+            s->nats_nodes = 3;
+        else if (nats == NULL || strcmp(nats, "single") != 0)
+            return fail(p, v, "unknown nats '%.40s' (allowed: single, cluster)", nats != NULL ? nats : kind_name(v));
+    }
     if ((v = map_get(p, root, "seed")) != NULL) {
         const char *t = text_of(v);
         long long ignored;
@@ -1876,6 +1940,7 @@ static void steps_free(scenario_step_t *steps, size_t n)
     for (size_t i = 0; i < n; i++) {
         scenario_step_t *st = &steps[i];
         free(st->service);
+        free(st->node);
         free(st->subject);
         json_decref(st->request);
         free(st->idempotency_key);

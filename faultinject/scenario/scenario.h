@@ -6,6 +6,8 @@
  *   about: >                      # required: what it teaches
  *     A declined payment releases the reservation.
  *   mode: memory                  # memory (default) | durable (saga log, recovery, outbox)
+ *   nats: single                  # single (default): one nats-server | cluster: three nodes,
+ *                                 # routes and clients through fault proxies, R3 in durable mode
  *   seed: 42                      # default random seed (--seed overrides)
  *   services: [inventory, payments, orders, notifications]
  *                                 # or a map: {orders: {instances: 2}, payments: 1}
@@ -33,6 +35,9 @@
  *       request: {customer: ann, sku: book, qty: 1, amount: 100}
  *       idempotency_key: "ann-{i}" # sent as Natomic-Idempotency-Key; "{i}" templates too
  *       expect: {reply: {status: confirmed}, replayed: true}   # Natomic-Replayed of the reply
+ *     - {call: orders.create_order, request: {...}, timeout: 8000, background: true}
+ *                                 # the next steps go on at once while this call runs (a kill
+ *                                 # mid-call); its outcome is checked when the steps are done
  *     - {call: orders.create_order, repeat: 100, concurrency: 8,
  *        request: {customer: "c{i%5}", sku: book, qty: 1, amount: 100},
  *        expect: {any: true}}     # "{i}" and "{i%N}" in strings take the index
@@ -43,6 +48,11 @@
  *     - {delay_link: payments, ms: 200}            # proxy adds latency
  *     - heal: payments            # proxy back to normal
  *     - restart: nats             # the NATS server restarts (same port, same store)
+ *     - kill_node: meta-leader    # nats: cluster only. A node: n1..n3, meta-leader (JetStream's),
+ *                                 # leader-of:<stream> (KV_natomic_saga_orders: orders' saga log),
+ *                                 # connected-to:<service> -- resolved when the step runs
+ *     - cut_node: connected-to:orders   # running, but every route and client link to it cut
+ *     - heal_node: all            # restart_node and heal_node: n1..n3, or all (every node down/cut)
  *     - {fault: {service: orders, point: natomic/before_reply, action: drop, times: 1}}
  *                                 # a point of docs/fault-points.md, an action it defines
  *     - {release: {service: orders, point: natomic/before_reply}}   # disable (ends a pause)
@@ -87,7 +97,11 @@ typedef enum scenario_step_kind {
     STEP_NATS_RESTART,
     STEP_FAULT,
     STEP_RELEASE,
-    STEP_WAIT
+    STEP_WAIT,
+    STEP_NODE_KILL,         /* kill_node: <node>     (nats: cluster)                      */
+    STEP_NODE_RESTART,      /* restart_node: <node>|all                                   */
+    STEP_NODE_CUT,          /* cut_node: <node>                                           */
+    STEP_NODE_HEAL          /* heal_node: <node>|all                                      */
 } scenario_step_kind_t;
 
 /* How an observed value compares with the expected one: `= 3`, `">= 1"`, `"!= 0"`, ... */
@@ -175,12 +189,16 @@ typedef struct scenario_step {
     int timeout_ms;
     int repeat;             /* 1 = a single call                                      */
     int concurrency;        /* callers at once for repeat > 1                         */
+    bool background;        /* the steps after it start at once; joined before the checks */
     bool has_expect;
     scenario_call_expect_t expect;
     /* delay_link and wait */
     int ms;
     /* fault and release */
     scenario_fault_t fault;
+    /* kill_node, restart_node, cut_node, heal_node: "n2", "meta-leader", "leader-of:<stream>",
+       "connected-to:<service>", or "all" (restart, heal) */
+    char *node;
 } scenario_step_t;
 
 typedef struct scenario_service {
@@ -195,6 +213,7 @@ typedef struct scenario {
     char *group;            /* parent folder name ("" at top level)                    */
     char *about;
     bool durable;
+    int nats_nodes;         /* 1: one nats-server (nats: single); 3: nats: cluster      */
     unsigned long long seed;
     scenario_service_t *services;
     size_t n_services;

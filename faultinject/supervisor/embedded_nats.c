@@ -280,12 +280,22 @@ static void remove_tree(const char *dir)
         waitpid(pid, NULL, 0);
 }
 
-void embedded_nats_stop(embedded_nats_t *ns)
+static void stop(embedded_nats_t *ns, bool keep)
 {
     embedded_nats_kill(ns);
     if (ns->dir[0] != '\0')
         release_port(ns->port); /* once: a second stop finds the folder name cleared */
-    if (ns->dir[0] != '\0' && getenv("NATOMIC_KEEP") == NULL)
+    if (ns->dir[0] != '\0' && !keep && getenv("NATOMIC_KEEP") == NULL)
         remove_tree(ns->dir);
     ns->dir[0] = '\0';
+}
+
+void embedded_nats_stop(embedded_nats_t *ns)
+{
+    stop(ns, false);
+}
+
+void embedded_nats_stop_keep(embedded_nats_t *ns)
+{
+    stop(ns, true);
 }

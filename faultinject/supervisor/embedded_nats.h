@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#define EMBEDDED_NATS_MAX_EXTRA 8
+#define EMBEDDED_NATS_MAX_EXTRA 16
 
 typedef struct embedded_nats {
     pid_t pid;
@@ -52,6 +52,9 @@ void embedded_nats_kill(embedded_nats_t *ns);
 
 /* Stops the server and removes its folder. Safe to call twice. */
 void embedded_nats_stop(embedded_nats_t *ns);
+
+/* Stops the server for good but keeps its folder (logs, store) for whoever reads them; the port goes back. */
+void embedded_nats_stop_keep(embedded_nats_t *ns);
 
 /* A free TCP port on 127.0.0.1 (asked of the kernel), or -1. */
 int embedded_nats_free_port(void);

@@ -45,6 +45,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -99,6 +100,7 @@ struct fault_proxy {
     /* The loop's own state (no lock: only the thread touches it). */
     pair_t *pairs[MAX_PAIRS];
     int n_pairs;
+    atomic_int live;            /* = n_pairs, for fault_proxy_connections() on other threads */
     char scratch[READ_CHUNK];
 };
 
@@ -142,6 +144,7 @@ static void sweep(fault_proxy_t *p)
             p->pairs[w++] = p->pairs[i];
     }
     p->n_pairs = w;
+    atomic_store(&p->live, w);
 }
 
 static void set_socket_options(int fd)
@@ -192,6 +195,7 @@ static void accept_all(fault_proxy_t *p, fault_proxy_mode_t mode)
         pr->fd[0] = fd;
         pr->fd[1] = up;
         p->pairs[p->n_pairs++] = pr;
+        atomic_store(&p->live, p->n_pairs);
     }
 }
 
@@ -417,6 +421,11 @@ fail:
 int fault_proxy_port(const fault_proxy_t *p)
 {
     return p->port;
+}
+
+int fault_proxy_connections(fault_proxy_t *p)
+{
+    return atomic_load(&p->live);
 }
 
 static void wake_loop(fault_proxy_t *p)

@@ -24,6 +24,8 @@ typedef struct fault_proxy fault_proxy_t;
 int fault_proxy_start(fault_proxy_t **out, int upstream_port);
 /* The port services connect to (nats://127.0.0.1:<port>). */
 int fault_proxy_port(const fault_proxy_t *p);
+/* The connections it carries now (a service connected through it: 1). */
+int fault_proxy_connections(fault_proxy_t *p);
 /* Changes the mode; delay_ms is used by FAULT_PROXY_DELAY. */
 void fault_proxy_set(fault_proxy_t *p, fault_proxy_mode_t mode, int delay_ms);
 /* Stops the thread, closes every socket, frees. NULL is a no-op. */

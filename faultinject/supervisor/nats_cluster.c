@@ -12,10 +12,15 @@
 #include "nats_cluster.h"
 #include "process.h"
 
+#include <arpa/inet.h>
 #include <nats/nats.h>
+#include <pthread.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 int nats_cluster_start(nats_cluster_t *c, int nodes)
 {
@@ -26,24 +31,40 @@ int nats_cluster_start(nats_cluster_t *c, int nodes)
     }
     for (int i = 0; i < nodes; i++) {
         c->cluster_port[i] = embedded_nats_hold_port();
-        if (c->cluster_port[i] <= 0) {
+        c->http_port[i] = embedded_nats_hold_port();
+        if (c->cluster_port[i] <= 0 || c->http_port[i] <= 0) {
             fprintf(stderr, "nats_cluster: no free port for node %d's routes\n", i + 1);
             nats_cluster_stop(c);
             return -1;
         }
     }
     c->n = nodes;
+    for (int i = 0; i < nodes; i++)
+        for (int j = 0; j < nodes; j++)
+            if (i != j && fault_proxy_start(&c->route[i][j], c->cluster_port[j]) != 0) {
+                fprintf(stderr, "nats_cluster: no proxy for the route n%d -> n%d\n", i + 1, j + 1);
+                nats_cluster_stop(c);
+                return -1;
+            }
+    /* The address each node gives the others for routes of their own making: a port of ours that
+     * nothing listens on. Every pair already has its explicit route through a proxy; a route
+     * made from gossip would go around the proxies and make a cut node reachable. */
+    int closed = embedded_nats_free_port();
     for (int i = 0; i < nodes; i++) {
-        char name[16], listen[64], routes[NATS_CLUSTER_MAX * 48] = "";
-        snprintf(name, sizeof name, "n%d", i + 1);
+        char name[16], listen[64], advertise[64], http[16], routes[NATS_CLUSTER_MAX * 48] = "";
+        snprintf(http, sizeof http, "%d", c->http_port[i]);
+        nats_cluster_node_name(i, name, sizeof name);
         snprintf(listen, sizeof listen, "nats://127.0.0.1:%d", c->cluster_port[i]);
+        snprintf(advertise, sizeof advertise, "127.0.0.1:%d", closed > 0 ? closed : 1);
         size_t used = 0;
         for (int j = 0; j < nodes; j++)
             if (j != i)
                 used += (size_t)snprintf(routes + used, sizeof routes - used, "%snats-route://127.0.0.1:%d",
-                                         used > 0 ? "," : "", c->cluster_port[j]);
-        const char *extra[] = {"--name", name, "--cluster", listen, "--cluster_name", "natomic", "--routes", routes,
-                               NULL};
+                                         used > 0 ? "," : "", fault_proxy_port(c->route[i][j]));
+        const char *extra[] = {"--name",          name,      "--cluster", listen, "--cluster_name", "natomic",
+                               "--cluster_advertise", advertise, "--routes",  routes, "--http_port", http,
+                               /* clients keep to the list they were given (the lab's proxies) */
+                               "--no_advertise", NULL};
         if (embedded_nats_start_args(&c->node[i], extra) != 0) {
             fprintf(stderr, "nats_cluster: node %s did not start\n", name);
             nats_cluster_stop(c);
@@ -92,6 +113,90 @@ int nats_cluster_wait_jetstream(const nats_cluster_t *c, int timeout_ms)
     return rc;
 }
 
+/* GET <path> from 127.0.0.1:port into buf (the body, NUL-terminated); 0, or -1. Loopback, 1 s at most. */
+static int http_get(int port, const char *path, char *buf, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    char req[128];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    size_t got = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && write(fd, req, (size_t)n) == n) {
+        ssize_t r;
+        while (got + 1 < cap && (r = read(fd, buf + got, cap - 1 - got)) > 0)
+            got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = '\0';
+    char *body = strstr(buf, "\r\n\r\n");
+    if (strncmp(buf, "HTTP/1.", 7) != 0 || strstr(buf, " 200 ") == NULL || body == NULL)
+        return -1;
+    memmove(buf, body + 4, strlen(body + 4) + 1);
+    return 0;
+}
+
+/* The node named by the first `"leader": "<name>"` after `block` in json: its index, or -1. */
+static int leader_after(const nats_cluster_t *c, const char *json, const char *block)
+{
+    const char *at = json != NULL ? strstr(json, block) : NULL;
+    at = at != NULL ? strstr(at, "\"leader\"") : NULL;
+    if (at == NULL)
+        return -1;
+    at = strchr(at + 8, '"');
+    const char *end = at != NULL ? strchr(at + 1, '"') : NULL;
+    char name[16];
+    if (end == NULL || end - at - 1 <= 0 || (size_t)(end - at - 1) >= sizeof name)
+        return -1;
+    memcpy(name, at + 1, (size_t)(end - at - 1));
+    name[end - at - 1] = '\0';
+    return nats_cluster_node_index(c, name);
+}
+
+int nats_cluster_meta_leader(const nats_cluster_t *c)
+{
+    static char buf[64 * 1024]; /* /jsz without details is about 1 KB */
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    int leader = -1;
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < c->n && leader < 0; i++)
+        if (c->node[i].pid > 0 && !c->isolated[i] && http_get(c->http_port[i], "/jsz", buf, sizeof buf) == 0)
+            leader = leader_after(c, buf, "\"meta_cluster\"");
+    pthread_mutex_unlock(&mu);
+    return leader;
+}
+
+int nats_cluster_wait_healthy(const nats_cluster_t *c, int timeout_ms)
+{
+    static char buf[16 * 1024];
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    int64_t end = lab_monotonic_ms() + timeout_ms;
+    for (;;) {
+        bool all = true;
+        pthread_mutex_lock(&mu);
+        for (int i = 0; i < c->n && all; i++)
+            if (c->node[i].pid > 0 && !c->isolated[i])
+                all = http_get(c->http_port[i], "/healthz", buf, sizeof buf) == 0 && strstr(buf, "\"ok\"") != NULL;
+        pthread_mutex_unlock(&mu);
+        if (all)
+            return 0;
+        if (lab_monotonic_ms() >= end)
+            return -1;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int nats_cluster_leader_in(const nats_cluster_t *c, const char *json)
+{
+    return leader_after(c, json, "\"cluster\"");
+}
+
 void nats_cluster_kill_node(nats_cluster_t *c, int i)
 {
     if (i >= 0 && i < c->n)
@@ -103,14 +208,56 @@ int nats_cluster_restart_node(nats_cluster_t *c, int i)
     return i >= 0 && i < c->n ? embedded_nats_restart(&c->node[i]) : -1;
 }
 
+void nats_cluster_isolate(nats_cluster_t *c, int i, bool cut)
+{
+    if (i < 0 || i >= c->n)
+        return;
+    for (int j = 0; j < c->n; j++)
+        if (j != i) {
+            fault_proxy_set(c->route[i][j], cut ? FAULT_PROXY_CUT : FAULT_PROXY_PASS, 0);
+            fault_proxy_set(c->route[j][i], cut ? FAULT_PROXY_CUT : FAULT_PROXY_PASS, 0);
+        }
+    c->isolated[i] = cut;
+}
+
+void nats_cluster_node_name(int i, char *out, size_t cap)
+{
+    snprintf(out, cap, "n%d", i + 1);
+}
+
+int nats_cluster_node_index(const nats_cluster_t *c, const char *name)
+{
+    for (int i = 0; i < c->n; i++) {
+        char mine[16];
+        nats_cluster_node_name(i, mine, sizeof mine);
+        if (strcmp(mine, name) == 0)
+            return i;
+    }
+    return -1;
+}
+
 void nats_cluster_stop(nats_cluster_t *c)
 {
+    nats_cluster_stop_keep(c, false);
+}
+
+void nats_cluster_stop_keep(nats_cluster_t *c, bool keep)
+{
     for (int i = 0; i < c->n; i++)
-        embedded_nats_stop(&c->node[i]);
+        if (keep)
+            embedded_nats_stop_keep(&c->node[i]);
+        else
+            embedded_nats_stop(&c->node[i]);
     for (int i = 0; i < NATS_CLUSTER_MAX; i++)
-        if (c->cluster_port[i] > 0) {
-            embedded_nats_release_port(c->cluster_port[i]);
-            c->cluster_port[i] = 0;
+        for (int j = 0; j < NATS_CLUSTER_MAX; j++) {
+            fault_proxy_stop(c->route[i][j]);
+            c->route[i][j] = NULL;
         }
+    for (int i = 0; i < NATS_CLUSTER_MAX; i++)
+        for (int *port = &c->cluster_port[i]; port != NULL; port = port == &c->cluster_port[i] ? &c->http_port[i] : NULL)
+            if (*port > 0) {
+                embedded_nats_release_port(*port);
+                *port = 0;
+            }
     c->n = 0;
 }

@@ -59,6 +59,7 @@
 #define START_WAIT_MS 10000      /* a (re)started service answers $SRV.PING within this */
 #define STOP_WAIT_MS 5000        /* SIGTERM, then SIGKILL                              */
 #define NATS_RECONNECT_MS 10000  /* the supervisor's client after a NATS restart       */
+#define NODE_HEALTHY_MS 30000    /* a restarted or healed node's cluster is healthy again */
 #define PAUSE_WAIT_MS 2000       /* until waitpid() reports the stop                   */
 #define FIU_WAIT_MS 2000         /* a libfiu control FIFO answers within this          */
 #define LOG_TAIL_BYTES (256 * 1024)
@@ -236,10 +237,19 @@ static int service_binary(char *out, size_t cap, const char *name)
 /* Forks the instance against its proxy; faults only when `first_start`. 0, or -1 with a message. */
 static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_start)
 {
-    char bin[1024], url[64], env_faults[1100], env_seed[64], env_tmp[300], env_mode[32], env_instance[64];
+    char bin[1024], url[sizeof sv->cluster.urls], env_faults[1100], env_seed[64], env_tmp[300], env_mode[32],
+        env_instance[64], env_replicas[40];
     if (service_binary(bin, sizeof bin, s->name) != 0)
         return -1;
-    snprintf(url, sizeof url, "nats://127.0.0.1:%d", s->proxy != NULL ? fault_proxy_port(s->proxy) : sv->nats.port);
+    if (s->n_proxy > 0) { /* its own proxies, one per node */
+        size_t used = 0;
+        for (int k = 0; k < s->n_proxy; k++)
+            used += (size_t)snprintf(url + used, sizeof url - used, "%snats://127.0.0.1:%d", k > 0 ? "," : "",
+                                     fault_proxy_port(s->proxy[k]));
+    } else
+        snprintf(url, sizeof url, "%s", sv->nodes > 1 ? sv->cluster.urls : sv->nats.url);
+    /* Replicated saga log, leases and EVENTS on a cluster: what a production cluster runs. */
+    snprintf(env_replicas, sizeof env_replicas, "NATOMIC_JS_REPLICAS=%d", sv->nodes >= 3 ? 3 : sv->nodes > 1 ? sv->nodes : 1);
     /* Set even when empty: a restart must not inherit faults from the lab's own environment. */
     snprintf(env_faults, sizeof env_faults, "NATOMIC_FAULTS=%s", first_start ? s->faults : "");
     snprintf(env_seed, sizeof env_seed, "NATOMIC_FAULT_SEED=%llu", sv->seed);
@@ -265,7 +275,7 @@ static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_
     char *tail[] = {bin, "--nats", url, "--db", s->db_path, NULL};
     for (size_t i = 0; i < sizeof tail / sizeof tail[0]; i++)
         argv[argc++] = tail[i];
-    char *env[] = {env_faults, env_seed, env_tmp, env_mode, env_instance, NULL};
+    char *env[] = {env_faults, env_seed, env_tmp, env_mode, env_instance, env_replicas, NULL};
     if (lab_process_start_group(&s->proc, argv, s->log_path, env) != 0) {
         fail_msg("%s: cannot start %s", s->name, bin);
         return -1;
@@ -336,17 +346,66 @@ static int wait_ready(supervisor_t *sv, supervised_service_t *s, int n)
 
 int supervisor_start(supervisor_t *sv, unsigned long long seed)
 {
+    return supervisor_start_nodes(sv, seed, 1);
+}
+
+/* Stops the servers (and the lab's proxies to a cluster); the folders go unless `keep`. */
+static void stop_nats(supervisor_t *sv, bool keep)
+{
+    if (sv->nodes <= 1) {
+        pid_t pid = sv->nats.pid;
+        if (keep)
+            embedded_nats_stop_keep(&sv->nats); /* the folder stays: logs, databases, JetStream store */
+        else
+            embedded_nats_stop(&sv->nats);
+        emergency_unregister(pid);
+        return;
+    }
+    for (int k = 0; k < sv->cluster.n; k++)
+        emergency_unregister(sv->cluster.node[k].pid);
+    nats_cluster_stop_keep(&sv->cluster, keep);
+    for (int k = 0; k < NATS_CLUSTER_MAX; k++) {
+        fault_proxy_stop(sv->lab_proxy[k]);
+        sv->lab_proxy[k] = NULL;
+    }
+}
+
+int supervisor_start_nodes(supervisor_t *sv, unsigned long long seed, int nodes)
+{
     memset(sv, 0, sizeof *sv);
-    if (embedded_nats_start(&sv->nats) != 0)
-        return -1; /* it said why */
-    emergency_register(sv->nats.pid);
-    snprintf(sv->dir, sizeof sv->dir, "%s", sv->nats.dir);
+    if (nodes < 1 || nodes > NATS_CLUSTER_MAX) {
+        fail_msg("%d NATS nodes: want 1 to %d", nodes, NATS_CLUSTER_MAX);
+        return -1;
+    }
+    sv->nodes = nodes;
+    char urls[NATS_CLUSTER_MAX * 40];
+    if (nodes == 1) {
+        if (embedded_nats_start(&sv->nats) != 0)
+            return -1; /* it said why */
+        emergency_register(sv->nats.pid);
+        snprintf(sv->dir, sizeof sv->dir, "%s", sv->nats.dir);
+        snprintf(urls, sizeof urls, "%s", sv->nats.url);
+    } else {
+        if (nats_cluster_start(&sv->cluster, nodes) != 0)
+            return -1; /* it said why */
+        size_t used = 0;
+        for (int k = 0; k < nodes; k++) {
+            emergency_register(sv->cluster.node[k].pid);
+            if (fault_proxy_start(&sv->lab_proxy[k], sv->cluster.node[k].port) != 0) {
+                stop_nats(sv, false);
+                memset(sv, 0, sizeof *sv);
+                return -1;
+            }
+            used += (size_t)snprintf(urls + used, sizeof urls - used, "%snats://127.0.0.1:%d", k > 0 ? "," : "",
+                                     fault_proxy_port(sv->lab_proxy[k]));
+        }
+        snprintf(sv->dir, sizeof sv->dir, "%s", sv->cluster.node[0].dir);
+    }
     sv->seed = seed;
-    natomic_status_t st = natomic_connect(&sv->nc, sv->nats.url, NULL);
+    natomic_status_t st = natomic_connect(&sv->nc, urls, NULL);
     if (st != NATOMIC_OK) {
-        fail_msg("cannot connect to %s: %s", sv->nats.url, natomic_strerror(st));
-        emergency_unregister(sv->nats.pid);
-        embedded_nats_stop(&sv->nats);
+        fail_msg("cannot connect to %s: %s", urls, natomic_strerror(st));
+        stop_nats(sv, false);
         memset(sv, 0, sizeof *sv);
         return -1;
     }
@@ -380,6 +439,32 @@ static supervised_service_t *find_or_complain(supervisor_t *sv, const char *name
     if (s == NULL)
         fail_msg("no service named '%s' was added", name);
     return s;
+}
+
+static void stop_proxies(supervised_service_t *x)
+{
+    for (int k = 0; k < NATS_CLUSTER_MAX; k++) {
+        fault_proxy_stop(x->proxy[k]);
+        x->proxy[k] = NULL;
+    }
+    x->n_proxy = 0;
+}
+
+/* An instance's fault proxies: to the server, or one to each node of a cluster. 0, or -1. */
+static int start_proxies(supervisor_t *sv, supervised_service_t *x)
+{
+    int n = sv->nodes > 1 ? sv->cluster.n : 1;
+    for (x->n_proxy = 0; x->n_proxy < n; x->n_proxy++) {
+        int port = sv->nodes > 1 ? sv->cluster.node[x->n_proxy].port : sv->nats.port;
+        if (fault_proxy_start(&x->proxy[x->n_proxy], port) != 0) {
+            stop_proxies(x);
+            return -1;
+        }
+        /* A node cut off now is cut off from the newcomer too. */
+        if (sv->nodes > 1 && sv->cluster.isolated[x->n_proxy])
+            fault_proxy_set(x->proxy[x->n_proxy], FAULT_PROXY_CUT, 0);
+    }
+    return 0;
 }
 
 int supervisor_add_service(supervisor_t *sv, const char *name, int instances, const char *faults)
@@ -428,11 +513,10 @@ int supervisor_add_service_for(supervisor_t *sv, const char *name, int instances
         else
             snprintf(x->log_path, sizeof x->log_path, "%s/%s-%d.log", sv->dir, name, started);
         snprintf(x->faults, sizeof x->faults, "%s", faults != NULL && (instance < 0 || instance == started) ? faults : "");
-        if (!sv->direct && fault_proxy_start(&x->proxy, sv->nats.port) != 0)
+        if (!sv->direct && start_proxies(sv, x) != 0)
             break;
         if (spawn_instance(sv, x, true) != 0) {
-            fault_proxy_stop(x->proxy);
-            x->proxy = NULL;
+            stop_proxies(x);
             break;
         }
         /* The first one creates the database alone: SQLite refuses two processes switching a new
@@ -449,8 +533,7 @@ int supervisor_add_service_for(supervisor_t *sv, const char *name, int instances
     /* Leave nothing behind; the logs stay for whoever reads the message. */
     for (int i = 0; i < started; i++) {
         kill_instance(&s[i]);
-        fault_proxy_stop(s[i].proxy);
-        s[i].proxy = NULL;
+        stop_proxies(&s[i]);
     }
     return -1;
 }
@@ -651,9 +734,14 @@ int supervisor_link(supervisor_t *sv, const char *name, fault_proxy_mode_t mode,
         fail_msg("%s: no fault proxy to set: the services connect straight to NATS (supervisor_t.direct)", name);
         return -1;
     }
-    for (int i = 0; i < n; i++)
-        if (s[i].proxy != NULL)
-            fault_proxy_set(s[i].proxy, mode, delay_ms);
+    for (int i = 0; i < n; i++) {
+        s[i].link_mode = mode;
+        s[i].link_delay_ms = delay_ms;
+        for (int k = 0; k < s[i].n_proxy; k++)
+            /* a node cut off stays cut off for everybody until it is healed */
+            if (!(sv->nodes > 1 && sv->cluster.isolated[k]))
+                fault_proxy_set(s[i].proxy[k], mode, delay_ms);
+    }
     return 0;
 }
 
@@ -671,6 +759,10 @@ int supervisor_restart_nats(supervisor_t *sv)
 {
     if (sv->nc == NULL) {
         fail_msg("restart_nats: the supervisor is not started");
+        return -1;
+    }
+    if (sv->nodes > 1) {
+        fail_msg("restart_nats: NATS is a cluster of %d nodes here: stop and start one node at a time", sv->nodes);
         return -1;
     }
     uint64_t before = reconnect_count(sv->nc);
@@ -694,6 +786,143 @@ int supervisor_restart_nats(supervisor_t *sv)
     }
     fail_msg("the supervisor's NATS client did not reconnect to %s within %d ms", sv->nats.url, NATS_RECONNECT_MS);
     return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Cluster nodes                                                       */
+/* ------------------------------------------------------------------ */
+
+/* One try at what a node target names now: its index, or -1 (with `why` when it will not change). */
+static int node_now(supervisor_t *sv, const char *target, char *why, size_t cap)
+{
+    int named = nats_cluster_node_index(&sv->cluster, target);
+    if (named >= 0)
+        return named;
+    if (strcmp(target, "meta-leader") == 0)
+        return nats_cluster_meta_leader(&sv->cluster);
+    if (strncmp(target, "leader-of:", 10) == 0) {
+        char subject[200];
+        natsMsg *reply = NULL;
+        snprintf(subject, sizeof subject, "$JS.API.STREAM.INFO.%s", target + 10);
+        int node = -1;
+        if (natsConnection_RequestString(&reply, sv->nc, subject, "", 1000) == NATS_OK) {
+            const char *body = natsMsg_GetData(reply);
+            if (body != NULL && strstr(body, "\"error\"") != NULL && strstr(body, "not found") != NULL)
+                snprintf(why, cap, "there is no stream %s", target + 10);
+            node = nats_cluster_leader_in(&sv->cluster, body);
+            natsMsg_Destroy(reply);
+        }
+        return node;
+    }
+    if (strncmp(target, "connected-to:", 13) == 0) {
+        int n;
+        supervised_service_t *s = supervisor_find(sv, target + 13, &n);
+        if (s == NULL || s->n_proxy < sv->cluster.n) {
+            snprintf(why, cap, "%s", s == NULL ? "no such service in the story" : "its instances connect straight to NATS");
+            return -1;
+        }
+        for (int k = 0; k < s->n_proxy; k++)
+            if (fault_proxy_connections(s->proxy[k]) > 0)
+                return k;
+        return -1;
+    }
+    snprintf(why, cap, "not a node: say n1..n%d, meta-leader, leader-of:<stream> or connected-to:<service>",
+             sv->cluster.n);
+    return -1;
+}
+
+int supervisor_node_find(supervisor_t *sv, const char *target, int *node)
+{
+    if (sv->nodes <= 1) {
+        fail_msg("%s: NATS is one server here, not a cluster", target);
+        return -1;
+    }
+    char why[160] = "";
+    int64_t end = lab_monotonic_ms() + 5000;
+    for (;;) {
+        int k = node_now(sv, target, why, sizeof why);
+        if (k >= 0) {
+            *node = k;
+            return 0;
+        }
+        if (why[0] != '\0' || lab_monotonic_ms() >= end) {
+            fail_msg("node %s: %s", target, why[0] != '\0' ? why : "no answer within 5 s (an election? a reconnect?)");
+            return -1;
+        }
+        sleep_ms(50);
+    }
+}
+
+/* Sets instance proxies to node k: cut, or back to what the story set for the service. */
+static void node_links(supervisor_t *sv, int k, bool cut)
+{
+    for (int i = 0; i < sv->n_svc; i++) {
+        supervised_service_t *s = &sv->svc[i];
+        if (k < s->n_proxy)
+            fault_proxy_set(s->proxy[k], cut ? FAULT_PROXY_CUT : s->link_mode, s->link_delay_ms);
+    }
+    fault_proxy_set(sv->lab_proxy[k], cut ? FAULT_PROXY_CUT : FAULT_PROXY_PASS, 0);
+}
+
+/* `op` on one node, the lock held; no wait. 0, or -1 with a message. */
+static int node_op(supervisor_t *sv, int node, supervisor_node_op_t op)
+{
+    embedded_nats_t *ns = &sv->cluster.node[node];
+    int rc = 0;
+    switch (op) {
+    case SUPERVISOR_NODE_KILL:
+        emergency_unregister(ns->pid);
+        nats_cluster_kill_node(&sv->cluster, node);
+        break;
+    case SUPERVISOR_NODE_RESTART:
+        if (ns->pid > 0)
+            break; /* running */
+        rc = nats_cluster_restart_node(&sv->cluster, node);
+        if (rc == 0)
+            emergency_register(ns->pid);
+        else
+            fail_msg("node n%d did not come back on port %d; see %s/nats-server.log", node + 1, ns->port, ns->dir);
+        break;
+    case SUPERVISOR_NODE_CUT:
+        nats_cluster_isolate(&sv->cluster, node, true);
+        node_links(sv, node, true);
+        break;
+    case SUPERVISOR_NODE_HEAL:
+        node_links(sv, node, false);
+        nats_cluster_isolate(&sv->cluster, node, false);
+        break;
+    }
+    return rc;
+}
+
+int supervisor_node(supervisor_t *sv, int node, supervisor_node_op_t op)
+{
+    return supervisor_nodes(sv, &node, 1, op);
+}
+
+int supervisor_nodes(supervisor_t *sv, const int *nodes, int n, supervisor_node_op_t op)
+{
+    for (int i = 0; i < n; i++)
+        if (sv->nodes <= 1 || nodes[i] < 0 || nodes[i] >= sv->cluster.n) {
+            fail_msg("node %d: %s", nodes[i] + 1, sv->nodes <= 1 ? "NATS is one server here" : "no such node");
+            return -1;
+        }
+    int rc = 0;
+    lock(sv);
+    for (int i = 0; i < n; i++)
+        rc = node_op(sv, nodes[i], op) != 0 ? -1 : rc;
+    unlock(sv);
+    /* Back in the cluster: ready when every node's JetStream is healthy again -- a meta leader,
+     * and each stream and consumer caught up with a leader (the story's next saga needs its
+     * log), as an operator waits for /healthz before calling a restart done. All of them first,
+     * then one wait: a stream may need two of them back to be current. */
+    if (rc == 0 && n > 0 && (op == SUPERVISOR_NODE_RESTART || op == SUPERVISOR_NODE_HEAL) &&
+        nats_cluster_wait_healthy(&sv->cluster, NODE_HEALTHY_MS) != 0) {
+        fail_msg("the cluster's JetStream is not healthy %d ms after node n%d came back (/healthz)", NODE_HEALTHY_MS,
+                 nodes[n - 1] + 1);
+        rc = -1;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1063,8 +1292,8 @@ void supervisor_stop(supervisor_t *sv, bool keep)
      * link, so that a graceful drain is not held up by a cut the scenario left in place. */
     for (int i = 0; i < sv->n_svc; i++) {
         supervised_service_t *s = &sv->svc[i];
-        if (s->proxy != NULL)
-            fault_proxy_set(s->proxy, FAULT_PROXY_PASS, 0);
+        for (int k = 0; k < s->n_proxy; k++)
+            fault_proxy_set(s->proxy[k], FAULT_PROXY_PASS, 0);
         if (!alive(s))
             continue;
         if (s->paused) {
@@ -1085,19 +1314,13 @@ void supervisor_stop(supervisor_t *sv, bool keep)
     }
     for (int i = 0; i < sv->n_svc; i++) {
         kill_instance(&sv->svc[i]);
-        fault_proxy_stop(sv->svc[i].proxy);
-        sv->svc[i].proxy = NULL;
+        stop_proxies(&sv->svc[i]);
     }
     if (sv->nc != NULL) {
         natsConnection_Destroy(sv->nc);
         sv->nc = NULL;
     }
-    pid_t nats_pid = sv->nats.pid;
-    if (keep)
-        embedded_nats_kill(&sv->nats); /* the folder stays: logs, databases, JetStream store */
-    else
-        embedded_nats_stop(&sv->nats);
-    emergency_unregister(nats_pid);
+    stop_nats(sv, keep);
     if (sv->mu_ready) {
         pthread_mutex_destroy(&sv->mu);
         sv->mu_ready = false;

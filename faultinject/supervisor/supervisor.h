@@ -20,6 +20,7 @@
 
 #include "embedded_nats.h"
 #include "fault_proxy.h"
+#include "nats_cluster.h"
 #include "process.h"
 
 #define SUPERVISOR_MAX_SERVICES 8
@@ -30,7 +31,10 @@ typedef struct supervised_service {
     char db_path[512];      /* shared by the instances of one service                */
     char log_path[512];
     char faults[1024];      /* NATOMIC_FAULTS for the first start ("" none)          */
-    fault_proxy_t *proxy;   /* between this process and NATS                          */
+    fault_proxy_t *proxy[NATS_CLUSTER_MAX]; /* between this process and NATS: one per node  */
+    int n_proxy;            /* 1 on a single server; one per node on a cluster        */
+    fault_proxy_mode_t link_mode; /* what the story set (supervisor_link): a healed node */
+    int link_delay_ms;            /* gives the service back this, not a plain pass      */
     lab_process_t proc;
     bool paused;
     bool died;              /* ended on its own (not by a kill of ours): the watcher's */
@@ -52,12 +56,17 @@ typedef void (*supervisor_watch_fn)(void *user, const char *service, int instanc
                                     const char *what);
 
 typedef struct supervisor {
-    embedded_nats_t nats;
+    embedded_nats_t nats;   /* the server (one server); unused on a cluster          */
+    int nodes;              /* 1: one server; 2..NATS_CLUSTER_MAX: `cluster`          */
+    nats_cluster_t cluster;
+    fault_proxy_t *lab_proxy[NATS_CLUSTER_MAX]; /* a cluster: the supervisor's client, per node */
     char dir[256];          /* = nats.dir: databases, logs                          */
     unsigned long long seed;/* NATOMIC_FAULT_SEED for the services                  */
     supervised_service_t svc[SUPERVISOR_MAX_SERVICES];
     int n_svc;
-    natsConnection *nc;     /* the supervisor's own client (direct, no proxy)       */
+    natsConnection *nc;     /* the supervisor's own client (direct to one server; to a
+                               cluster through lab_proxy, so a node cut off is cut
+                               off from it too)                                     */
     bool durable;           /* services run in durable mode (set before adding them;
                                supervisor_start leaves memory mode)                 */
     bool direct;            /* services connect straight to NATS, no fault proxy (set
@@ -78,6 +87,45 @@ typedef struct supervisor {
 
 /* Starts NATS (JetStream in a temp folder) and connects. 0 or -1 with a message. */
 int supervisor_start(supervisor_t *sv, unsigned long long seed);
+
+/*
+ * The same on `nodes` servers: 1 is supervisor_start(); 2..NATS_CLUSTER_MAX
+ * a cluster (nats_cluster.h) whose JetStream has a meta leader. On a
+ * cluster every service instance gets one fault proxy per node and all of
+ * them as its server list, and NATOMIC_JS_REPLICAS=min(3, nodes): its saga
+ * log, leases and the EVENTS stream are replicated.
+ */
+int supervisor_start_nodes(supervisor_t *sv, unsigned long long seed, int nodes);
+
+/* What happens to one node of a cluster. */
+typedef enum supervisor_node_op {
+    SUPERVISOR_NODE_KILL,    /* SIGTERM then SIGKILL; port and store stay                */
+    SUPERVISOR_NODE_RESTART, /* start again on its port and store; waits for a meta leader */
+    SUPERVISOR_NODE_CUT,     /* running, but every route and client connection to it is
+                                closed and refused: cut off from the cluster and from
+                                everybody, with the state it had                          */
+    SUPERVISOR_NODE_HEAL     /* its routes and clients' links pass again                  */
+} supervisor_node_op_t;
+
+/*
+ * The node a target names, 0-based, in *node: "n2" (the second), "meta-leader"
+ * (JetStream's meta leader now, asked of the nodes' monitoring port),
+ * "leader-of:<stream>" (that stream's leader now, e.g. KV_natomic_saga_orders
+ * for orders' saga log), "connected-to:<service>" (the node instance 0 of
+ * that service is connected to now). Waits up to 5 s for an answer (an
+ * election, a reconnect). 0, or -1 with a message.
+ */
+int supervisor_node_find(supervisor_t *sv, const char *target, int *node);
+
+/*
+ * Does `op` to node `node` (0-based) of the cluster; a restart or a heal
+ * then waits until every live node's JetStream is healthy (/healthz, 30 s).
+ * 0, or -1 with a message.
+ */
+int supervisor_node(supervisor_t *sv, int node, supervisor_node_op_t op);
+
+/* The same on several nodes at once: all of them first, then one wait. */
+int supervisor_nodes(supervisor_t *sv, const int *nodes, int n, supervisor_node_op_t op);
 
 /*
  * Adds and starts `instances` processes of a service (build-tree binary
@@ -137,7 +185,7 @@ int supervisor_pause_instance(supervisor_t *sv, const char *name, int instance);
 int supervisor_resume_instance(supervisor_t *sv, const char *name, int instance);
 /* Connection faults on every instance's proxy. */
 int supervisor_link(supervisor_t *sv, const char *name, fault_proxy_mode_t mode, int delay_ms);
-/* NATS restart: stop the server, start it again on the same port and store. */
+/* NATS restart: stop the server, start it again on the same port and store (one server only). */
 int supervisor_restart_nats(supervisor_t *sv);
 /*
  * Run-time fault points through libfiu's remote control (what fiu-ctrl

@@ -39,6 +39,16 @@
  * if the record was replaced meanwhile. That is why the bucket's stream is
  * made by durable.c rather than by kvStore: a KV stream denies deletes.
  *
+ * ELECTIONS. On a cluster the bucket's stream has replicas, and a write
+ * that meets no leader (it died, or was cut off, and the others have not
+ * elected another yet: a few seconds) times out or is told "temporarily
+ * unavailable". Such a write is tried again, with a growing wait, for at
+ * most LOG_RETRY_MS and never past the call's deadline. An attempt whose
+ * answer was lost may have been stored all the same: the next attempt then
+ * finds the revision moved on, and the record is read back -- if it holds
+ * exactly what we wrote, that revision is ours. A delete that is retried
+ * and finds nothing checks the same way that the record is really gone.
+ *
  * FAILURE. A write that fails (NATS down, JetStream unavailable, the
  * fault point natomic/before_log_write) returns NATOMIC_ELOG and leaves
  * the record as it was; the registration that asked for it is undone and
@@ -58,6 +68,10 @@
 #include "natomic_log.pb-c.h"
 
 #define LOG_WRITE_TIMEOUT_MS 3000
+#define LOG_RETRY_MS 8000        /* a write keeps trying through an election this long...  */
+#define LOG_BACKOFF_MAX_MS 1000  /* ...waiting 100, 200, 400, ... ms between tries,     */
+#define LOG_REPLY_MARGIN_MS 500  /* and stopping this long before the call's deadline,
+                                    so that the caller still hears how the call ended   */
 
 /* "$KV.<bucket>.saga.<call_id>" */
 static void record_subject(const natomic_service_t *svc, const char *call_id, char *out, size_t cap)
@@ -131,7 +145,73 @@ out:
     return buf;
 }
 
-/* One compare-and-set publish of the record; *rev gets the new revision. */
+/* An answer that an election (or a reconnect) explains: worth another try. */
+static bool transient(natsStatus s, jsErrCode jerr)
+{
+    return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || jerr == JSClusterNotAvailErr ||
+           jerr == JSClusterNotLeaderErr || jerr == JSStreamOfflineErr || jerr == JSClusterIncompleteErr;
+}
+
+/*
+ * Waits before try `attempt` + 1 of a log operation and gives that try's
+ * time in *try_ms; false when the time is up (LOG_RETRY_MS from
+ * `start_ms`, or LOG_REPLY_MARGIN_MS before the call's deadline).
+ */
+static bool retry_wait(const natomic_ctx_t *ctx, int64_t start_ms, int attempt, int64_t *try_ms)
+{
+    int64_t wait = 100LL << (attempt < 4 ? attempt : 4);
+    if (wait > LOG_BACKOFF_MAX_MS)
+        wait = LOG_BACKOFF_MAX_MS;
+    int64_t end = start_ms + LOG_RETRY_MS, now = natomic__now_ms();
+    if (ctx->deadline_ms > 0 && ctx->deadline_ms - LOG_REPLY_MARGIN_MS < end)
+        end = ctx->deadline_ms - LOG_REPLY_MARGIN_MS;
+    int64_t left = end - now - wait;
+    if (left < 200) /* too short for a JetStream round trip in an election */
+        return false;
+    natomic__sleep_ms(wait);
+    *try_ms = left < LOG_WRITE_TIMEOUT_MS ? left : LOG_WRITE_TIMEOUT_MS;
+    return true;
+}
+
+/* The first try's time: LOG_WRITE_TIMEOUT_MS, less when the call's deadline (less the margin) is nearer. */
+static int64_t first_try_ms(const natomic_ctx_t *ctx)
+{
+    if (ctx->deadline_ms <= 0)
+        return LOG_WRITE_TIMEOUT_MS;
+    int64_t left = ctx->deadline_ms - LOG_REPLY_MARGIN_MS - natomic__now_ms();
+    return left < 200 ? 200 : left < LOG_WRITE_TIMEOUT_MS ? left : LOG_WRITE_TIMEOUT_MS;
+}
+
+/*
+ * The stored record of this call, read back: its revision in *rev, 0 when
+ * there is none. Whether it holds exactly `data` in *same. false when it
+ * could not be read.
+ */
+static bool read_back(natomic_ctx_t *ctx, const char *subject, const uint8_t *data, size_t len, uint64_t *rev,
+                      bool *same)
+{
+    natomic_durable_t *d = ctx->svc->durable;
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = LOG_WRITE_TIMEOUT_MS;
+    natsStatus s = js_GetLastMsg(&m, d->js, d->saga_stream, subject, &o, &jerr);
+    *rev = 0;
+    *same = false;
+    if (s != NATS_OK) {
+        return jerr == JSNoMessageFoundErr || s == NATS_NOT_FOUND;
+    }
+    *rev = natsMsg_GetSequence(m);
+    *same = data != NULL && natsMsg_GetDataLength(m) == (int)len && memcmp(natsMsg_GetData(m), data, len) == 0;
+    natsMsg_Destroy(m);
+    return true;
+}
+
+/*
+ * One compare-and-set publish of the record; *rev gets the new revision.
+ * Tried again through an election (see ELECTIONS above).
+ */
 static natomic_status_t publish_record(natomic_ctx_t *ctx, const uint8_t *data, size_t len, uint64_t last,
                                        uint64_t *rev)
 {
@@ -139,18 +219,42 @@ static natomic_status_t publish_record(natomic_ctx_t *ctx, const uint8_t *data, 
     char subject[256], expected[32];
     record_subject(svc, ctx->call_id, subject, sizeof subject);
     snprintf(expected, sizeof expected, "%" PRIu64, last);
-    natsMsg *m = NULL;
-    natsStatus s = natsMsg_Create(&m, subject, NULL, (const char *)data, (int)len);
-    if (s == NATS_OK)
-        s = natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", expected);
     jsPubOptions o;
     jsPubOptions_Init(&o);
     o.MaxWait = LOG_WRITE_TIMEOUT_MS;
+    int64_t start = natomic__now_ms();
+    natsStatus s;
+    jsErrCode jerr;
     jsPubAck *pa = NULL;
-    jsErrCode jerr = 0;
-    if (s == NATS_OK)
-        s = js_PublishMsg(&pa, svc->durable->js, m, &o, &jerr);
-    natsMsg_Destroy(m);
+    int64_t try_ms = first_try_ms(ctx);
+    for (int attempt = 0;; attempt++) {
+        o.MaxWait = try_ms;
+        natsMsg *m = NULL;
+        jerr = 0;
+        s = natsMsg_Create(&m, subject, NULL, (const char *)data, (int)len);
+        if (s == NATS_OK)
+            s = natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", expected);
+        if (s == NATS_OK)
+            s = js_PublishMsg(&pa, svc->durable->js, m, &o, &jerr);
+        natsMsg_Destroy(m);
+        if (s == NATS_OK || !transient(s, jerr) || !retry_wait(ctx, start, attempt, &try_ms)) {
+            if (attempt > 0 && jerr == JSStreamWrongLastSequenceErr) {
+                /* Moved on since we asked: by our own earlier try whose answer was lost, or by another? */
+                bool same = false;
+                uint64_t stored = 0;
+                if (read_back(ctx, subject, data, len, &stored, &same) && same && stored > last) {
+                    natomic__log(NATOMIC_LOG_INFO, ctx->service_name,
+                                 "saga log write for tx %s: an earlier try was stored (revision %" PRIu64 ")", ctx->tx,
+                                 stored);
+                    *rev = stored;
+                    return NATOMIC_OK;
+                }
+            }
+            break;
+        }
+        natomic__log(NATOMIC_LOG_INFO, ctx->service_name, "saga log write for tx %s: %s; trying again", ctx->tx,
+                     jerr != 0 ? "JetStream unavailable" : natsStatus_GetText(s));
+    }
     natomic_status_t st = NATOMIC_OK;
     if (s == NATS_OK) {
         *rev = pa->Sequence;
@@ -228,7 +332,29 @@ natomic_status_t natomic__saga_delete(natomic_ctx_t *ctx)
     jsOptions o;
     jsOptions_Init(&o);
     o.Wait = LOG_WRITE_TIMEOUT_MS;
-    natsStatus s = js_DeleteMsg(d->js, d->saga_stream, ctx->saga.revision, &o, &jerr);
+    int64_t start = natomic__now_ms();
+    natsStatus s;
+    int attempt = 0;
+    int64_t try_ms = first_try_ms(ctx);
+    for (;; attempt++) {
+        o.Wait = try_ms;
+        jerr = 0;
+        s = js_DeleteMsg(d->js, d->saga_stream, ctx->saga.revision, &o, &jerr);
+        if (s == NATS_OK || !transient(s, jerr) || !retry_wait(ctx, start, attempt, &try_ms))
+            break;
+        natomic__log(NATOMIC_LOG_INFO, ctx->service_name, "saga log: deleting the record of tx %s: %s; trying again",
+                     ctx->tx, jerr != 0 ? "JetStream unavailable" : natsStatus_GetText(s));
+    }
+    if (s != NATS_OK && attempt > 0 && (jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr)) {
+        /* Gone: by our own earlier try whose answer was lost, unless another revision is there now. */
+        char subject[256];
+        record_subject(ctx->svc, ctx->call_id, subject, sizeof subject);
+        bool same = false;
+        uint64_t stored = 0;
+        if (read_back(ctx, subject, NULL, 0, &stored, &same) && stored == 0) {
+            s = NATS_OK;
+        }
+    }
     natomic_status_t st = NATOMIC_OK;
     if (s != NATS_OK) {
         if (jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr) {

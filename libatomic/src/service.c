@@ -749,7 +749,6 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
         pthread_mutex_unlock(&svc->mu);
         return st;
     }
-    st = natomic__discovery_start(svc);
     const char *trace_env = getenv("NATOMIC_TRACE");
     svc->trace = trace_env != NULL && strcmp(trace_env, "1") == 0;
     const char *inboxes = getenv("NATOMIC_INBOX_PREFIXES");
@@ -782,6 +781,10 @@ NATOMIC_API natomic_status_t natomic_service_start(natomic_service_t *svc)
     /* Recovery rounds (durable) and sweeps: the first round runs at once. */
     if (st == NATOMIC_OK)
         st = natomic__housekeeping_start(svc);
+    /* Discovery last: a service answers $SRV.PING only when it is ready for everything it does,
+     * its event consumers included (on a cluster making one can take seconds). */
+    if (st == NATOMIC_OK)
+        st = natomic__discovery_start(svc);
     format_rfc3339(svc->started_at, sizeof svc->started_at);
     svc->started = true;
     /* Make sure the server knows the subscription before anyone is told we are up. */

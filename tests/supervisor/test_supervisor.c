@@ -476,8 +476,8 @@ START_TEST(supervisor_instances_and_keep)
     ck_assert_int_eq(sv.n_svc, 2);
     ck_assert_str_eq(s[0].db_path, s[1].db_path);
     ck_assert_str_ne(s[0].log_path, s[1].log_path);
-    ck_assert_ptr_ne(s[0].proxy, s[1].proxy);
-    ck_assert_int_ne(fault_proxy_port(s[0].proxy), fault_proxy_port(s[1].proxy));
+    ck_assert_ptr_ne(s[0].proxy[0], s[1].proxy[0]);
+    ck_assert_int_ne(fault_proxy_port(s[0].proxy[0]), fault_proxy_port(s[1].proxy[0]));
     natomic_status_t st = convert(&sv, 1.0, fixture_ms(5000), NULL);
     ck_assert_msg(st == NATOMIC_OK, "call to two instances: %s", natomic_status_name(st));
     ck_assert_int_eq(supervisor_pause(&sv, "conversions"), 0);
