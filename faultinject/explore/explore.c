@@ -1372,6 +1372,12 @@ static int load_stories(explorer_t *x, const found_t *f)
             return -1;
         }
         x->n_stories++;
+        if (st->sc->secure) {
+            fprintf(stderr, "%s: a 'nats: secure' story cannot be explored: its services run without run-time "
+                            "fault control and fault-point records, as the shipped identities require\n",
+                    f->paths[i]);
+            return -1;
+        }
         snprintf(st->full, sizeof st->full, "%s%s%s", st->sc->group, st->sc->group[0] ? "/" : "", st->sc->name);
         lessons_path_of(st->lessons_path, sizeof st->lessons_path, f->paths[i]);
         int rc = lessons_load(&st->lessons, st->lessons_path, err, sizeof err);

@@ -846,6 +846,7 @@ typedef struct call_result {
     bool replayed;          /* Natomic-Replayed: true                           */
     json_t *reply;          /* on success                                       */
     char error[256];        /* a local failure (bad request)                    */
+    bool refused;           /* the server refused the publish (Permissions Violation) */
 } call_result_t;
 
 /*
@@ -854,7 +855,7 @@ typedef struct call_result {
  * Natomic-Tx, so that everything the call causes -- compensations, events,
  * barrier rows, dead letters -- carries an id the lab knows.
  */
-static void lab_request(run_t *r, const char *subject, const uint8_t *data, size_t len,
+static void lab_request(run_t *r, natsConnection *nc, const char *subject, const uint8_t *data, size_t len,
                         const ProtobufCMessageDescriptor *reply_desc, int timeout_ms, const char *key, const char *tx,
                         call_result_t *res)
 {
@@ -869,10 +870,18 @@ static void lab_request(run_t *r, const char *subject, const uint8_t *data, size
     if (s == NATS_OK && key != NULL)
         s = natsMsgHeader_Set(m, NATOMIC_HDR_IDEMPOTENCY_KEY, key);
     if (s == NATS_OK)
-        s = natsConnection_RequestMsg(&reply, r->sv.nc, m, timeout_ms);
+        s = natsConnection_RequestMsg(&reply, nc, m, timeout_ms);
     natsMsg_Destroy(m);
     if (s != NATS_OK) {
         res->st = s == NATS_TIMEOUT ? NATOMIC_ETIMEOUT : s == NATS_NO_RESPONDERS ? NATOMIC_ENORESPONDERS : NATOMIC_ENATS;
+        /* A publish the server refuses is dropped and said so asynchronously (-ERR 'Permissions
+         * Violation ...'): the request then just times out. The connection is the step's own. */
+        const char *why = NULL;
+        if (nc != r->sv.nc && natsConnection_GetLastError(nc, &why) == NATS_NOT_PERMITTED) {
+            res->refused = true;
+            snprintf(res->message, sizeof res->message, "%s", why != NULL ? why : "Permissions Violation");
+            return;
+        }
         /* The moment the lab gave up: its own mark, whatever the callee did meanwhile. */
         if (s == NATS_TIMEOUT)
             timeline_add(&r->tl, TL_TIMEOUT, "lab", "lab", false, "%s: no reply in %d ms (tx %.8s)", subject, timeout_ms,
@@ -899,7 +908,8 @@ static void lab_request(run_t *r, const char *subject, const uint8_t *data, size
     natsMsg_Destroy(reply);
 }
 
-static void call_once(run_t *r, const scenario_step_t *step, long index, const char *tx, call_result_t *res)
+static void call_once(run_t *r, natsConnection *nc, const scenario_step_t *step, long index, const char *tx,
+                      call_result_t *res)
 {
     memset(res, 0, sizeof *res);
     const method_types_t *mt = find_method(r, step->subject);
@@ -925,7 +935,8 @@ static void call_once(run_t *r, const scenario_step_t *step, long index, const c
         snprintf(res->error, sizeof res->error, "out of memory");
     } else {
         protobuf_c_message_pack(req, data);
-        lab_request(r, step->subject, data, len, mt->reply, step->timeout_ms, key[0] != '\0' ? key : NULL, tx, res);
+        lab_request(r, nc, step->subject, data, len, mt->reply, step->timeout_ms, key[0] != '\0' ? key : NULL, tx,
+                    res);
     }
     free(data);
     if (res->st == NATOMIC_OK) {
@@ -946,6 +957,8 @@ static void describe_result(const call_result_t *res, char *out, size_t cap)
 {
     if (res->error[0] != '\0') {
         snprintf(out, cap, "not sent: %s", res->error);
+    } else if (res->refused) {
+        snprintf(out, cap, "refused by the server: %s", res->message);
     } else if (res->st == NATOMIC_OK) {
         char *text = json_compact(res->reply, 200);
         snprintf(out, cap, "ok %s%s", text ? text : "{}", res->replayed ? ", replayed" : "");
@@ -983,6 +996,10 @@ static bool json_matches(const json_t *want, const json_t *got)
 
 static bool result_matches(const scenario_call_expect_t *e, bool has_expect, const call_result_t *res)
 {
+    if (has_expect && e->refused) /* the server refused it, or nobody may answer it */
+        return res->refused || res->st == NATOMIC_ENORESPONDERS;
+    if (res->refused)
+        return false;
     if (has_expect && e->any)
         return true;
     if (has_expect && e->timeout)
@@ -1007,7 +1024,9 @@ static bool result_matches(const scenario_call_expect_t *e, bool has_expect, con
 static void describe_expect(const scenario_step_t *s, char *out, size_t cap)
 {
     const scenario_call_expect_t *e = &s->expect;
-    if (s->has_expect && e->any) {
+    if (s->has_expect && e->refused) {
+        snprintf(out, cap, "refused (Permissions Violation, or no responders)");
+    } else if (s->has_expect && e->any) {
         snprintf(out, cap, "any outcome");
     } else if (s->has_expect && e->timeout) {
         snprintf(out, cap, "timeout (no reply in time)");
@@ -1034,6 +1053,7 @@ static void describe_expect(const scenario_step_t *s, char *out, size_t cap)
 /* A repeated call: `concurrency` threads share the indices 0..repeat-1. */
 typedef struct batch {
     run_t *r;
+    natsConnection *nc;
     const scenario_step_t *step;
     atomic_long next;
     pthread_mutex_t mu;
@@ -1052,7 +1072,7 @@ static void *batch_worker(void *arg)
         call_result_t res;
         char tx[TX_LEN + 1];
         new_tx(tx);
-        call_once(b->r, b->step, i, tx, &res);
+        call_once(b->r, b->nc, b->step, i, tx, &res);
         bool match = result_matches(&b->step->expect, b->step->has_expect, &res);
         pthread_mutex_lock(&b->mu);
         if (res.st == NATOMIC_OK)
@@ -1072,8 +1092,45 @@ static void *batch_worker(void *arg)
     return NULL;
 }
 
+/* Who a call of a secure story is made as: its `as`, else client in steps and admin in seed_data. */
+static const char *identity_of(const run_t *r, const scenario_step_t *step, bool seed_data)
+{
+    if (!r->sc->secure)
+        return "lab";
+    return step->as != NULL ? step->as : seed_data ? "admin" : "client";
+}
+
+/*
+ * The connection a step's calls go on: the lab's own, or in a secure story
+ * a new one as the step's identity (so a refusal the server reports on it
+ * belongs to this step alone). NULL after a message.
+ */
+static natsConnection *step_connection(run_t *r, const scenario_step_t *step, bool seed_data)
+{
+    if (!r->sc->secure)
+        return r->sv.nc;
+    natsConnection *nc = NULL;
+    return supervisor_connect_as(&r->sv, identity_of(r, step, seed_data), &nc) == 0 ? nc : NULL;
+}
+
+static bool play_call_on(run_t *r, natsConnection *nc, const scenario_step_t *step, size_t index, bool seed_data);
+
 /* Plays a call step; returns true when it met its expectation. Emits one point unless a passing seed call. */
 static bool play_call(run_t *r, const scenario_step_t *step, size_t index, bool seed_data)
+{
+    natsConnection *nc = step_connection(r, step, seed_data);
+    if (nc == NULL) {
+        point(r, false, "a connection as the step's identity", "none (see stderr)", "%s %zu (line %d) %s as %s",
+              seed_data ? "seed data" : "step", index + 1, step->line, step->subject, identity_of(r, step, seed_data));
+        return false;
+    }
+    bool ok = play_call_on(r, nc, step, index, seed_data);
+    if (nc != r->sv.nc)
+        natsConnection_Destroy(nc);
+    return ok;
+}
+
+static bool play_call_on(run_t *r, natsConnection *nc, const scenario_step_t *step, size_t index, bool seed_data)
 {
     char expected[300], actual[600];
     describe_expect(step, expected, sizeof expected);
@@ -1084,7 +1141,7 @@ static bool play_call(run_t *r, const scenario_step_t *step, size_t index, bool 
         new_tx(tx);
         if (!seed_data)
             memcpy(r->step_tx[index], tx, sizeof tx);
-        call_once(r, step, 0, tx, &res);
+        call_once(r, nc, step, 0, tx, &res);
         describe_result(&res, actual, sizeof actual);
         bool ok = result_matches(&step->expect, step->has_expect, &res);
         json_decref(res.reply);
@@ -1093,7 +1150,7 @@ static bool play_call(run_t *r, const scenario_step_t *step, size_t index, bool 
                   expected);
         return ok;
     }
-    batch_t b = {.r = r, .step = step, .error_types = json_object()};
+    batch_t b = {.r = r, .nc = nc, .step = step, .error_types = json_object()};
     atomic_init(&b.next, 0);
     pthread_mutex_init(&b.mu, NULL);
     int n = step->concurrency > 0 ? step->concurrency : 1;
@@ -1203,6 +1260,64 @@ static void mark_restart(run_t *r, const char *service, int instance)
         mk->wall_ns = wall_ns();
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+static void on_wire_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    atomic_fetch_add((atomic_int *)closure, 1);
+    natsMsg_Destroy(msg);
+}
+
+/*
+ * subscribe / publish as an identity of a secure story: on a connection of
+ * its own, so that the "Permissions Violation" the server sends back
+ * (asynchronously) is this step's. One TAP point: refused or let through,
+ * as the step expects.
+ */
+static bool play_wire_step(run_t *r, const scenario_step_t *s, size_t index)
+{
+    bool sub = s->kind == STEP_SUBSCRIBE;
+    char what[300];
+    snprintf(what, sizeof what, "%s %s%s%s as %s", sub ? "subscribe to" : "publish to", s->subject,
+             s->queue != NULL ? " in queue group " : "", s->queue != NULL ? s->queue : "", s->as);
+    timeline_add(&r->tl, TL_NOTE, "lab", "lab", false, "%s", what);
+    natsConnection *nc = NULL;
+    if (supervisor_connect_as(&r->sv, s->as, &nc) != 0) {
+        point(r, false, "a connection as the step's identity", "none (see stderr)", "step %zu (line %d) %s", index + 1,
+              s->line, what);
+        return false;
+    }
+    atomic_int got;
+    atomic_init(&got, 0);
+    natsSubscription *subscription = NULL;
+    natsStatus st;
+    if (sub)
+        st = s->queue != NULL ? natsConnection_QueueSubscribe(&subscription, nc, s->subject, s->queue, on_wire_msg, &got)
+                              : natsConnection_Subscribe(&subscription, nc, s->subject, on_wire_msg, &got);
+    else
+        st = natsConnection_PublishString(nc, s->subject, s->payload != NULL ? s->payload : "");
+    /* The server answers a refused subscription or publish with -ERR before the PONG of this flush;
+     * a little more time covers a slow reader of it. */
+    if (st == NATS_OK)
+        st = natsConnection_FlushTimeout(nc, 2000);
+    sleep_ms(100);
+    const char *why = NULL;
+    bool refused = natsConnection_GetLastError(nc, &why) == NATS_NOT_PERMITTED;
+    char actual[400];
+    if (refused)
+        snprintf(actual, sizeof actual, "refused by the server: %s", why != NULL ? why : "Permissions Violation");
+    else if (st != NATS_OK)
+        snprintf(actual, sizeof actual, "failed: %s", natsStatus_GetText(st));
+    else
+        snprintf(actual, sizeof actual, "let through");
+    bool ok = s->expect.refused ? refused : (st == NATS_OK && !refused);
+    point(r, ok, s->expect.refused ? "refused (Permissions Violation)" : "let through", actual,
+          "step %zu (line %d) %s -> %s", index + 1, s->line, what, s->expect.refused ? "refused" : "let through");
+    natsSubscription_Destroy(subscription);
+    natsConnection_Destroy(nc);
+    return ok;
 }
 
 /* A call step with `background: true`: played on a thread of its own, joined by join_background(). */
@@ -1364,6 +1479,9 @@ static bool play_step(run_t *r, const scenario_step_t *s, size_t index)
     case STEP_NODE_HEAL:
         rc = play_node_step(r, s);
         break;
+    case STEP_SUBSCRIBE:
+    case STEP_PUBLISH:
+        return play_wire_step(r, s, index);
     }
     if (rc != 0)
         point(r, false, "the step to succeed", "the supervisor could not do it (see stderr)", "step %zu (line %d)",
@@ -1858,7 +1976,8 @@ static bool run_scenario(run_t *r)
         if (*c == '\n' || *c == '\r')
             *c = ' ';
     fprintf(r->out, "# %s%s%s (seed %llu): %s\n", sc->group, sc->group[0] ? "/" : "", sc->name, r->seed, about);
-    if (supervisor_start_nodes(&r->sv, r->seed, sc->nats_nodes) != 0) {
+    if ((sc->secure ? supervisor_start_secure(&r->sv, r->seed, sc->durable)
+                    : supervisor_start_nodes(&r->sv, r->seed, sc->nats_nodes)) != 0) {
         point(r, false, "NATS to start", "it did not (see stderr)", "start NATS");
         return false;
     }
@@ -2415,7 +2534,7 @@ static void replay_call(run_t *r, const scenario_step_t *step, size_t index)
     char tx[TX_LEN + 1], actual[600];
     new_tx(tx);
     memcpy(r->step_tx[index], tx, sizeof tx);
-    call_once(r, step, 0, tx, &res);
+    call_once(r, r->sv.nc, step, 0, tx, &res);
     describe_result(&res, actual, sizeof actual);
     json_decref(res.reply);
     point(r, true, NULL, NULL, "step %zu (line %d) %s answered: %.150s (not checked)", index + 1, step->line,

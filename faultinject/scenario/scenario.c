@@ -68,9 +68,15 @@ static const char *const step_keys[] = {"call",  "request",    "timeout", "repea
                                         "idempotency_key", "kill", "restart", "pause",  "resume",      "cut",
                                         "blackhole", "delay_link", "ms",   "heal",      "fault",       "release",
                                         "wait",  "instance",   "kill_node", "restart_node", "cut_node",
-                                        "heal_node", "background", NULL};
+                                        "heal_node", "background", "as", "subscribe", "queue", "publish",
+                                        "payload", NULL};
 static const char *const call_keys[] = {"call",   "request", "timeout", "repeat", "concurrency",
-                                        "expect", "idempotency_key", "background", NULL};
+                                        "expect", "idempotency_key", "background", "as", NULL};
+static const char *const subscribe_keys[] = {"subscribe", "queue", "as", "expect", NULL};
+static const char *const publish_keys[] = {"publish", "payload", "as", "expect", NULL};
+/* The identities of a secure story (deploy/'s users), for `as`. */
+const char *const scenario_identities[] = {"client", "admin", "orders", "inventory", "payments", "notifications",
+                                           "conversions", NULL};
 static const char *const delay_link_keys[] = {"delay_link", "ms", NULL};
 /* kill, restart, pause and resume may name one instance. */
 static const char *const kill_keys[] = {"kill", "instance", NULL};
@@ -81,7 +87,7 @@ static const char *const fault_keys[] = {"service", "instance", "point", "action
 static const char *const release_keys[] = {"service", "instance", "point", NULL};
 static const char *const call_expect_keys[] = {"reply",         "error",  "code",    "rollback", "timeout", "any",
                                                "replayed",      "compensations", "events", "barrier", "retry_waits",
-                                               NULL};
+                                               "refused",       NULL};
 static const char *const expect_keys[] = {"eventually", "compensations", "dead_letters", "events",  "invariants",
                                           "state",      "violations",    "recoveries",   "barrier", "hold",
                                           NULL};
@@ -104,7 +110,7 @@ static const struct {
     {"delay_link", STEP_DELAY_LINK}, {"heal", STEP_HEAL}, {"fault", STEP_FAULT},     {"release", STEP_RELEASE},
     {"wait", STEP_WAIT},
     {"kill_node", STEP_NODE_KILL}, {"restart_node", STEP_NODE_RESTART}, {"cut_node", STEP_NODE_CUT},
-    {"heal_node", STEP_NODE_HEAL},
+    {"heal_node", STEP_NODE_HEAL}, {"subscribe", STEP_SUBSCRIBE}, {"publish", STEP_PUBLISH},
 };
 #define N_STEP_KINDS (sizeof step_kinds / sizeof step_kinds[0])
 
@@ -672,6 +678,64 @@ static int parse_node(parse_t *p, const yaml_node_t *n, const scenario_t *s, con
                 key, t, s->nats_nodes, all_ok ? ", or all" : "");
 }
 
+/* Keys of the map n. */
+static size_t map_size(const yaml_node_t *n)
+{
+    return n->type == YAML_MAPPING_NODE ? (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start) : 0;
+}
+
+/* What a secure story cannot use, and why. */
+static int not_in_secure(parse_t *p, const yaml_node_t *n, const char *what, const char *because)
+{
+    return fail(p, n, "%s cannot be used in a 'nats: secure' story: the shipped identities may not %s", what,
+                because);
+}
+
+/* `as: <identity>`: one of deploy/'s users, in a secure story. */
+static int get_identity(parse_t *p, const yaml_node_t *n, const scenario_t *s, char **out)
+{
+    if (!s->secure)
+        return fail(p, n, "'as' needs 'nats: secure' at top level (a server with identities)");
+    if (get_string(p, n, "as", out) != 0)
+        return -1;
+    if (index_of(scenario_identities, *out) >= 0)
+        return 0;
+    char names[160];
+    return fail(p, n, "unknown identity '%.40s' (allowed: %s)", *out, join(scenario_identities, names, sizeof names));
+}
+
+/*
+ * subscribe: <subject> [queue: <group>] / publish: <subject> [payload: text],
+ * as an identity, in a secure story; expect: {refused: true} (the server
+ * says "Permissions Violation") or {refused: false} (it lets it through).
+ */
+static int parse_wire_step(parse_t *p, const yaml_node_t *n, const scenario_t *s, const char *key,
+                           scenario_step_t *st)
+{
+    if (!s->secure)
+        return fail(p, n, "'%s' needs 'nats: secure' at top level (a server with identities)", key);
+    const yaml_node_t *v = map_get(p, n, key);
+    if (get_string(p, v, key, &st->subject) != 0)
+        return -1;
+    if (st->subject[0] == '\0' || strpbrk(st->subject, " \t\r\n") != NULL)
+        return fail(p, v, "'%.60s' is not a subject (no spaces, not empty)", st->subject);
+    if ((v = map_get(p, n, "queue")) != NULL && get_string(p, v, "queue", &st->queue) != 0)
+        return -1;
+    if ((v = map_get(p, n, "payload")) != NULL && get_string(p, v, "payload", &st->payload) != 0)
+        return -1;
+    if ((v = map_get(p, n, "as")) == NULL)
+        return fail(p, n, "a %s step says who does it: as: client (or admin, orders, ...)", key);
+    if (get_identity(p, v, s, &st->as) != 0)
+        return -1;
+    if ((v = map_get(p, n, "expect")) == NULL)
+        return fail(p, n, "a %s step needs expect: {refused: true} or {refused: false}", key);
+    const yaml_node_t *r = v->type == YAML_MAPPING_NODE ? map_get(p, v, "refused") : NULL;
+    if (r == NULL || map_size(v) != 1)
+        return fail(p, v, "a %s step's expect is {refused: true} or {refused: false}", key);
+    st->has_expect = true;
+    return get_bool(p, r, "refused", &st->expect.refused);
+}
+
 /* A step's target service: a listed one, copied into *out. */
 static int get_started(parse_t *p, const yaml_node_t *n, const scenario_t *s, const char *what, char **out)
 {
@@ -924,6 +988,8 @@ static int parse_faults(parse_t *p, const yaml_node_t *n, scenario_t *s)
 {
     if (is_null(n))
         return 0;
+    if (s->secure)
+        return not_in_secure(p, n, "fault points", "use run-time fault control ($NATOMIC.FAULTS.>)");
     if (expect_list(p, n, "faults") != 0)
         return -1;
     size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
@@ -1232,6 +1298,10 @@ static int parse_call_outcomes(parse_t *p, const yaml_node_t *n, const scenario_
                         st->repeat);
     }
     const yaml_node_t *v;
+    if ((v = map_get(p, n, "compensations")) != NULL && s->secure)
+        return not_in_secure(p, v, "a call's compensations", "send trace copies (natomic.trace.>)");
+    if ((v = map_get(p, n, "retry_waits")) != NULL && s->secure)
+        return not_in_secure(p, v, "retry waits", "send trace copies (natomic.trace.>)");
     if ((v = map_get(p, n, "compensations")) != NULL &&
         parse_sequence(p, v, s, "compensations", "<service>.<method>", &e->compensations) != 0)
         return -1;
@@ -1263,6 +1333,18 @@ static int parse_call_expect(parse_t *p, const yaml_node_t *n, const scenario_t 
     const yaml_node_t *rollback = map_get(p, n, "rollback");
     const yaml_node_t *reply = map_get(p, n, "reply");
     const yaml_node_t *replayed = map_get(p, n, "replayed");
+    const yaml_node_t *refused = map_get(p, n, "refused");
+    if (refused != NULL) {
+        if (!s->secure)
+            return fail(p, refused, "'refused' needs 'nats: secure' at top level (a server with identities)");
+        if (get_bool(p, refused, "refused", &e->refused) != 0)
+            return -1;
+        if (!e->refused)
+            return fail(p, refused, "say what the call gives instead of 'refused: false' (reply, error, ...)");
+        if (map_size(n) != 1)
+            return fail(p, n, "'refused: true' stands alone: the server drops the call, nothing comes back");
+        return 0;
+    }
     if (any != NULL && get_bool(p, any, "any", &e->any) != 0)
         return -1;
     if (timeout != NULL && get_bool(p, timeout, "timeout", &e->timeout) != 0)
@@ -1359,6 +1441,8 @@ static int parse_call(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
         return -1;
     if ((v = map_get(p, n, "idempotency_key")) != NULL && get_idempotency_key(p, v, st) != 0)
         return -1;
+    if ((v = map_get(p, n, "as")) != NULL && get_identity(p, v, s, &st->as) != 0)
+        return -1;
     if ((v = map_get(p, n, "background")) != NULL) {
         if (seed_data)
             return fail(p, v, "seed_data calls run one after another: 'background' goes in steps only");
@@ -1413,6 +1497,8 @@ static int parse_step(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
     const char *const *allowed = NULL;
     switch (st->kind) {
     case STEP_CALL: allowed = call_keys; break;
+    case STEP_SUBSCRIBE: allowed = subscribe_keys; break;
+    case STEP_PUBLISH: allowed = publish_keys; break;
     case STEP_DELAY_LINK: allowed = delay_link_keys; break;
     case STEP_KILL: allowed = kill_keys; break;
     case STEP_RESTART: allowed = restart_keys; break;
@@ -1466,12 +1552,17 @@ static int parse_step(parse_t *p, const yaml_node_t *n, const scenario_t *s, boo
         return get_int32(p, v, "ms", 0, MAX_WAIT_MS, &st->ms);
     case STEP_FAULT:
     case STEP_RELEASE:
+        if (s->secure)
+            return not_in_secure(p, v, "fault points", "use run-time fault control ($NATOMIC.FAULTS.>)");
         if (parse_fault(p, v, s, st->kind == STEP_FAULT, &st->fault) != 0)
             return -1;
         st->service = strdup(st->fault.service);
         return st->service != NULL ? 0 : fail(p, n, "out of memory");
     case STEP_WAIT:
         return get_int32(p, v, "wait (ms)", 0, MAX_WAIT_MS, &st->ms);
+    case STEP_SUBSCRIBE:
+    case STEP_PUBLISH:
+        return parse_wire_step(p, n, s, key, st);
     case STEP_NODE_KILL:
     case STEP_NODE_RESTART:
     case STEP_NODE_CUT:
@@ -1683,6 +1774,10 @@ static int parse_expect(parse_t *p, const yaml_node_t *n, scenario_t *s)
         return -1;
     if ((v = map_get(p, n, "events")) != NULL && parse_checks(p, v, CHECK_EVENTS, &s->events, &s->n_events) != 0)
         return -1;
+    if ((v = map_get(p, n, "compensations")) != NULL && s->secure)
+        return not_in_secure(p, v, "compensations", "send trace copies (natomic.trace.>)");
+    if ((v = map_get(p, n, "recoveries")) != NULL && s->secure)
+        return not_in_secure(p, v, "recoveries", "report recovery (natomic.recovery.>)");
     if ((v = map_get(p, n, "compensations")) != NULL &&
         parse_checks(p, v, CHECK_COMPENSATIONS, &s->compensations, &s->n_compensations) != 0)
         return -1;
@@ -1737,8 +1832,10 @@ static int parse_root(parse_t *p, const yaml_node_t *root, scenario_t *s)
         const char *nats = text_of(v);
         if (nats != NULL && strcmp(nats, "cluster") == 0)
             s->nats_nodes = 3;
+        else if (nats != NULL && strcmp(nats, "secure") == 0)
+            s->secure = true;
         else if (nats == NULL || strcmp(nats, "single") != 0)
-            return fail(p, v, "unknown nats '%.40s' (allowed: single, cluster)", nats != NULL ? nats : kind_name(v));
+            return fail(p, v, "unknown nats '%.40s' (allowed: single, cluster, secure)", nats != NULL ? nats : kind_name(v));
     }
     if ((v = map_get(p, root, "seed")) != NULL) {
         const char *t = text_of(v);
@@ -1941,6 +2038,9 @@ static void steps_free(scenario_step_t *steps, size_t n)
         scenario_step_t *st = &steps[i];
         free(st->service);
         free(st->node);
+        free(st->as);
+        free(st->queue);
+        free(st->payload);
         free(st->subject);
         json_decref(st->request);
         free(st->idempotency_key);

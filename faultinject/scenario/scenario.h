@@ -8,6 +8,12 @@
  *   mode: memory                  # memory (default) | durable (saga log, recovery, outbox)
  *   nats: single                  # single (default): one nats-server | cluster: three nodes,
  *                                 # routes and clients through fault proxies, R3 in durable mode
+ *                                 # | secure: deploy/'s config, an identity per service, TLS
+ *     - {call: payments.refund, as: client, request: {...}, timeout: 500,
+ *        expect: {refused: true}}  # secure: the server refuses it (or nobody may answer)
+ *     - {subscribe: "payments.>", queue: payments, as: client, expect: {refused: true}}
+ *     - {publish: "$NATOMIC.FAULTS.payments", payload: "x=crash", as: client,
+ *        expect: {refused: true}}
  *   seed: 42                      # default random seed (--seed overrides)
  *   services: [inventory, payments, orders, notifications]
  *                                 # or a map: {orders: {instances: 2}, payments: 1}
@@ -101,7 +107,9 @@ typedef enum scenario_step_kind {
     STEP_NODE_KILL,         /* kill_node: <node>     (nats: cluster)                      */
     STEP_NODE_RESTART,      /* restart_node: <node>|all                                   */
     STEP_NODE_CUT,          /* cut_node: <node>                                           */
-    STEP_NODE_HEAL          /* heal_node: <node>|all                                      */
+    STEP_NODE_HEAL,         /* heal_node: <node>|all                                      */
+    STEP_SUBSCRIBE,         /* subscribe: <subject> [queue] as <identity>  (nats: secure)  */
+    STEP_PUBLISH            /* publish: <subject> [payload] as <identity>  (nats: secure)  */
 } scenario_step_kind_t;
 
 /* How an observed value compares with the expected one: `= 3`, `">= 1"`, `"!= 0"`, ... */
@@ -158,6 +166,9 @@ typedef struct scenario_call_expect {
     json_t *reply;          /* partial match of the reply's fields, or NULL            */
     bool check_replayed;    /* `replayed` was given: compare Natomic-Replayed          */
     bool replayed;          /* its value                                              */
+    bool refused;           /* nats: secure: the server refuses it (Permissions Violation,
+                               or no responders); for subscribe/publish steps, false:
+                               the server lets it through                             */
     /* What happened in the call's transaction, checked with the final checks: */
     scenario_seq_t compensations; /* its compensation calls, in the order they ran     */
     scenario_seq_t events;        /* its events, in the order they were published      */
@@ -199,6 +210,11 @@ typedef struct scenario_step {
     /* kill_node, restart_node, cut_node, heal_node: "n2", "meta-leader", "leader-of:<stream>",
        "connected-to:<service>", or "all" (restart, heal) */
     char *node;
+    /* nats: secure: who does a call, subscribe or publish ("client", "admin", a service); NULL:
+       client in steps, admin in seed_data */
+    char *as;
+    char *queue;            /* subscribe: the queue group, or NULL                        */
+    char *payload;          /* publish: the text, or NULL (empty)                          */
 } scenario_step_t;
 
 typedef struct scenario_service {
@@ -214,6 +230,7 @@ typedef struct scenario {
     char *about;
     bool durable;
     int nats_nodes;         /* 1: one nats-server (nats: single); 3: nats: cluster      */
+    bool secure;            /* nats: secure: deploy/'s configuration, identities, TLS   */
     unsigned long long seed;
     scenario_service_t *services;
     size_t n_services;
@@ -267,6 +284,8 @@ typedef struct scenario_fault_point {
 } scenario_fault_point_t;
 extern const scenario_fault_point_t scenario_fault_points[];
 extern const char *const scenario_invariant_names[];
+/* The identities `as` may name in a secure story (deploy/'s users). NULL-terminated. */
+extern const char *const scenario_identities[];
 /* True when `key` names a state value the oracle can read (stock.<sku>.available, ...). */
 bool scenario_state_key_valid(const char *key);
 /* The barrier outcomes a story can count: executed, duplicate, null_compensation, refused_late. */

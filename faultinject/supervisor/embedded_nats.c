@@ -11,6 +11,7 @@
  * its parent dies, so a crashed test leaves no server behind.
  */
 #include "embedded_nats.h"
+#include "process.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -152,11 +153,20 @@ static int spawn(embedded_nats_t *ns)
     snprintf(port, sizeof port, "%d", ns->port);
     snprintf(log, sizeof log, "%s/nats-server.log", ns->dir);
     snprintf(store, sizeof store, "%s/jetstream", ns->dir);
+    /* Built before the fork: the child of a threaded parent must not allocate. */
+    char *env[EMBEDDED_NATS_MAX_ENV + 1];
+    for (int i = 0; i < ns->n_env; i++)
+        env[i] = ns->env[i];
+    env[ns->n_env] = NULL;
+    char **envp = lab_process_environment(env);
+    if (envp == NULL)
+        return -1;
 
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         fprintf(stderr, "embedded_nats: fork: %s\n", strerror(errno));
+        free(envp);
         return -1;
     }
     if (pid == 0) {
@@ -169,15 +179,19 @@ static int spawn(embedded_nats_t *ns)
             dup2(devnull, STDOUT_FILENO);
             dup2(devnull, STDERR_FILENO);
         }
-        const char *argv[16 + EMBEDDED_NATS_MAX_EXTRA] = {bin, "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
-                                                           "-l", log, "--http_port", "0"};
-        int argc = 12;
+        /* With a configuration file (-c first among the extra arguments) JetStream is the file's
+         * to set: nats-server refuses a store folder given twice. */
+        bool file = ns->n_extra > 0 && strcmp(ns->extra[0], "-c") == 0;
+        const char *argv[16 + EMBEDDED_NATS_MAX_EXTRA] = {bin, "-a", "127.0.0.1", "-p", port, "-l", log,
+                                                           "--http_port", "0", "-js", "-sd", store};
+        int argc = file ? 9 : 12;
         for (int i = 0; i < ns->n_extra; i++)
             argv[argc++] = ns->extra[i];
         argv[argc] = NULL;
-        execvp(bin, (char *const *)argv);
+        execvpe(bin, (char *const *)argv, envp);
         _exit(127);
     }
+    free(envp);
     ns->pid = pid;
     for (int i = 0; i < 1000; i++) {        /* 10 s */
         int st;
@@ -212,8 +226,21 @@ int embedded_nats_start(embedded_nats_t *out)
 
 int embedded_nats_start_args(embedded_nats_t *out, const char *const extra[])
 {
+    return embedded_nats_start_env(out, extra, NULL);
+}
+
+int embedded_nats_start_env(embedded_nats_t *out, const char *const extra[], const char *const env[])
+{
     embedded_nats_t ns;
     memset(&ns, 0, sizeof ns);
+    for (int i = 0; env != NULL && env[i] != NULL; i++) {
+        if (i == EMBEDDED_NATS_MAX_ENV || strlen(env[i]) >= sizeof ns.env[0] || strchr(env[i], '=') == NULL) {
+            fprintf(stderr, "embedded_nats: too many, too long or malformed environment entries\n");
+            return -1;
+        }
+        snprintf(ns.env[i], sizeof ns.env[i], "%s", env[i]);
+        ns.n_env = i + 1;
+    }
     for (int i = 0; extra != NULL && extra[i] != NULL; i++) {
         if (i == EMBEDDED_NATS_MAX_EXTRA || strlen(extra[i]) >= sizeof ns.extra[0]) {
             fprintf(stderr, "embedded_nats: too many or too long extra arguments\n");

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #define EMBEDDED_NATS_MAX_EXTRA 16
+#define EMBEDDED_NATS_MAX_ENV 12
 
 typedef struct embedded_nats {
     pid_t pid;
@@ -21,6 +22,8 @@ typedef struct embedded_nats {
     char dir[256];     /* temp folder: JetStream store and log     */
     char extra[EMBEDDED_NATS_MAX_EXTRA][256]; /* more arguments (a cluster node's), kept for restarts */
     int n_extra;
+    char env[EMBEDDED_NATS_MAX_ENV][300]; /* "NAME=value" for the server's environment, kept for restarts */
+    int n_env;
 } embedded_nats_t;
 
 /*
@@ -39,6 +42,13 @@ int embedded_nats_start(embedded_nats_t *out);
  * port and routes (nats_cluster.c). They are used again by a restart.
  */
 int embedded_nats_start_args(embedded_nats_t *out, const char *const extra[]);
+
+/*
+ * The same with variables for the server's environment ("NAME=value",
+ * NULL-terminated, at most EMBEDDED_NATS_MAX_ENV): what a configuration
+ * file's `$NAME` values read (deploy/). Kept for restarts too.
+ */
+int embedded_nats_start_env(embedded_nats_t *out, const char *const extra[], const char *const env[]);
 
 /* A port below the ephemeral range held for this process's servers (see embedded_nats.c), or -1; and its release. */
 int embedded_nats_hold_port(void);

@@ -41,7 +41,7 @@ static int overridden(const char *e, char *const extra[])
 
 /* The child's environment: the parent's, minus the names `extra` sets, plus `extra`. Strings
  * are borrowed; free() only the array. NULL when out of memory. */
-static char **child_environment(char *const extra[])
+char **lab_process_environment(char *const extra[])
 {
     size_t n = 0, k = 0;
     while (environ != NULL && environ[n] != NULL)
@@ -67,7 +67,7 @@ static int start(lab_process_t *p, char *const argv[], const char *log_path, cha
     p->own_group = group;
     if (log_path != NULL)
         snprintf(p->log_path, sizeof p->log_path, "%s", log_path);
-    char **envp = child_environment(env);
+    char **envp = lab_process_environment(env);
     if (envp == NULL) {
         fprintf(stderr, "lab: out of memory starting %s\n", argv[0]);
         return -1;

@@ -46,4 +46,8 @@ int lab_sibling_path(char *out, size_t cap, const char *rel);
 /* CLOCK_MONOTONIC in milliseconds: what every bounded wait of the supervisor measures. */
 int64_t lab_monotonic_ms(void);
 
+/* A child's environment: this process's, minus the names `extra` ("NAME=value", NULL-ended)
+ * sets, plus `extra`. Strings are borrowed: free() only the array. NULL when out of memory. */
+char **lab_process_environment(char *const extra[]);
+
 #endif

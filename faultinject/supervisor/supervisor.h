@@ -24,6 +24,7 @@
 #include "process.h"
 
 #define SUPERVISOR_MAX_SERVICES 8
+#define SUPERVISOR_IDENTITIES 8 /* a secure story's: the five services, client, admin, lab */
 
 typedef struct supervised_service {
     char name[32];          /* "orders"; instance k>0 is "orders#k" in logs          */
@@ -60,6 +61,9 @@ typedef struct supervisor {
     int nodes;              /* 1: one server; 2..NATS_CLUSTER_MAX: `cluster`          */
     nats_cluster_t cluster;
     fault_proxy_t *lab_proxy[NATS_CLUSTER_MAX]; /* a cluster: the supervisor's client, per node */
+    bool secure;            /* supervisor_start_secure: deploy/'s identities, TLS        */
+    char tls_dir[256];      /* its certificates and the run's server config            */
+    char password[SUPERVISOR_IDENTITIES][40]; /* one per supervisor_identities[] entry, random */
     char dir[256];          /* = nats.dir: databases, logs                          */
     unsigned long long seed;/* NATOMIC_FAULT_SEED for the services                  */
     supervised_service_t svc[SUPERVISOR_MAX_SERVICES];
@@ -96,6 +100,33 @@ int supervisor_start(supervisor_t *sv, unsigned long long seed);
  * log, leases and the EVENTS stream are replicated.
  */
 int supervisor_start_nodes(supervisor_t *sv, unsigned long long seed, int nodes);
+
+/*
+ * A story on the shipped least-privilege configuration: one nats-server
+ * started from deploy/nats-server.conf (memory) or deploy/nats-server-
+ * durable.conf (`durable`), as shipped plus one identity of the lab's own
+ * ("lab", every subject: it pings the services, reads their types and
+ * taps what it may), with TLS on and client certificates required
+ * (deploy/gen-certs.sh makes a CA and the certificates for this run alone).
+ * Every service then runs under its own identity, password and certificate
+ * (NATS_USER, NATS_PASSWORD, NATS_CA/CERT/KEY, NATS_INBOX_PREFIX
+ * _INBOX.<name>), without trace copies or run-time fault control -- the
+ * shipped identities may not use them. The deploy folder is
+ * $NATOMIC_DEPLOY_DIR, else the source tree's. Passwords are random, and
+ * never printed. 0, or -1 with a message.
+ */
+int supervisor_start_secure(supervisor_t *sv, unsigned long long seed, bool durable);
+
+/* The identities of a secure story: orders, inventory, payments, notifications, conversions, client, admin, lab. */
+extern const char *const supervisor_identities[];
+
+/*
+ * A new connection to a secure story's server as `identity` (one of
+ * supervisor_identities), straight to the server (no proxy), over TLS,
+ * with that identity's inbox prefix. The caller destroys it. 0, or -1
+ * with a message.
+ */
+int supervisor_connect_as(supervisor_t *sv, const char *identity, natsConnection **nc);
 
 /* What happens to one node of a cluster. */
 typedef enum supervisor_node_op {
