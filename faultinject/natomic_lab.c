@@ -57,6 +57,8 @@ static void usage(FILE *f)
           "  with -- CMD   start NATS and the services, run CMD with NATS_URL and\n"
           "                NATOMIC_<SERVICE>_DB set, stop everything; exit with CMD's status\n"
           "  run [FILE|DIR...] [--filter TEXT] [--seed N] [--jobs N] [--report DIR] [--keep] [--quiet]\n"
+          "      [--server URLS [--user U | --token T | --creds F] [--node-control PROGRAM]\n"
+          "       [--monitor-port P]]\n"
           "                run scenarios (default: the folder 'scenarios'): TAP 14 on stdout,\n"
           "                a progress line per scenario on stderr, a report with --report\n"
           "  check FILE|DIR...\n"
@@ -67,8 +69,9 @@ static void usage(FILE *f)
           "                alone in each mode, judged by its invariants: TAP 14 on stdout, one\n"
           "                point per cell; a matrix page with --report, a JSON file with --json\n"
           "  help          show this help\n"
-          "\n"
-          "Options of run:\n"
+          "\n",
+          f);
+    fputs("Options of run:\n"
           "  --filter TEXT run only scenarios whose <group>/<name> contains TEXT\n"
           "  --seed N      the seed of every random choice (default: each scenario's own)\n"
           "  --jobs N      play N scenarios at once, 1 to 64 (default: two per core); TAP,\n"
@@ -77,6 +80,17 @@ static void usage(FILE *f)
           "  --keep        keep each scenario's folder (NATS store, logs, databases); its path\n"
           "                follows the scenario's progress line: kept: <folder>\n"
           "  --quiet       no progress lines\n"
+          "  --server URLS run on NATS the lab did not start (comma list; a cluster's nodes must be\n"
+          "                named n1, n2, ... in that order), one story at a time, through the lab's\n"
+          "                fault proxies; its KV_natomic_* and EVENTS streams are DELETED before each\n"
+          "                story: give the lab a NATS of its own. With --user (and NATS_PASSWORD),\n"
+          "                --token or --creds, as for natomic-call; not TLS\n"
+          "  --node-control PROGRAM\n"
+          "                with --server: node steps run PROGRAM stop|start|cut|heal <node> <host>\n"
+          "                (deploy/vagrant/node-control.sh for the Vagrant cluster)\n"
+          "  --monitor-port P[,P2,...]\n"
+          "                with --server: the nodes' monitoring port(s), for /jsz and /healthz\n"
+          "                (default 8222)\n"
           "Exit status of run: 0 all passed, 1 a check failed, 2 bad usage or a missing path.\n"
           "\n"
           "Options of explore (docs/lab.md, \"Exploring every crash point\"):\n"
@@ -481,6 +495,7 @@ static int with_services(char **cmd)
 static int run_command(int argc, char **argv)
 {
     runner_options_t opts = {.progress = true};
+    natomic_conn_config_t conn = {0};
     char **paths = calloc((size_t)argc + 1, sizeof *paths);
     size_t n = 0;
     int rc = 2;
@@ -515,6 +530,12 @@ static int run_command(int argc, char **argv)
             opts.keep = true;
         } else if (strcmp(a, "--quiet") == 0) {
             opts.progress = false;
+        } else if (strcmp(a, "--node-control") == 0 && has_value) {
+            opts.node_control = argv[++i];
+        } else if (strcmp(a, "--monitor-port") == 0 && has_value) {
+            opts.monitor_ports = argv[++i];
+        } else if (strncmp(a, "--", 2) == 0 && has_value && natomic_conn_config_set(&conn, a, argv[i + 1]) == NATOMIC_OK) {
+            i++; /* --server, --user, --password, --token, --creds, --tls*: an outside NATS */
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             rc = 0;
@@ -529,6 +550,27 @@ static int run_command(int argc, char **argv)
     }
     if (n == 0)
         paths[n++] = "scenarios";
+    if (conn.url != NULL || conn.user != NULL || conn.token != NULL || conn.creds_file != NULL || conn.tls_ca != NULL) {
+        if (conn.url == NULL) {
+            fprintf(stderr, "natomic-lab run: credentials without --server: each story starts its own NATS, which "
+                            "needs none\n");
+            goto out;
+        }
+        natomic_conn_config_from_env(&conn); /* NATS_PASSWORD and the like, for the given server */
+        char err[300];
+        if (natomic_conn_config_check(&conn, err, sizeof err) != NATOMIC_OK) {
+            fprintf(stderr, "natomic-lab run: %s\n", err);
+            goto out;
+        }
+        opts.nats = &conn;
+    } else if (opts.node_control != NULL || opts.monitor_ports != NULL) {
+        fprintf(stderr, "natomic-lab run: --node-control and --monitor-port go with --server (an outside NATS)\n");
+        goto out;
+    }
+    if (opts.node_control != NULL && access(opts.node_control, X_OK) != 0) {
+        fprintf(stderr, "natomic-lab run: --node-control %s: not an executable program\n", opts.node_control);
+        goto out;
+    }
     rc = runner_run(paths, n, &opts);
 out:
     free(paths);

@@ -1389,7 +1389,7 @@ static int play_node_step(run_t *r, const scenario_step_t *s)
         return -1; /* it said why */
     int chosen[NATS_CLUSTER_MAX], n = 0;
     for (int k = first; k <= last; k++) {
-        bool down = r->sv.cluster.node[k].pid <= 0, cut = r->sv.cluster.isolated[k];
+        bool down = !nats_cluster_node_up(&r->sv.cluster, k), cut = r->sv.cluster.isolated[k];
         if (undo && !(op == SUPERVISOR_NODE_RESTART ? down : cut))
             continue; /* nothing to undo on this one */
         char name[16], as[80] = "";
@@ -1976,12 +1976,23 @@ static bool run_scenario(run_t *r)
         if (*c == '\n' || *c == '\r')
             *c = ' ';
     fprintf(r->out, "# %s%s%s (seed %llu): %s\n", sc->group, sc->group[0] ? "/" : "", sc->name, r->seed, about);
-    if ((sc->secure ? supervisor_start_secure(&r->sv, r->seed, sc->durable)
-                    : supervisor_start_nodes(&r->sv, r->seed, sc->nats_nodes)) != 0) {
+    if (r->opts->nats != NULL && sc->secure) {
+        point(r, false, "NATS to start", "a secure story starts its own server (deploy/'s configuration), not --server",
+              "start NATS");
+        return false;
+    }
+    if ((r->opts->nats != NULL ? supervisor_start_external(&r->sv, r->seed, r->opts->nats, r->opts->node_control,
+                                                           r->opts->monitor_ports)
+         : sc->secure          ? supervisor_start_secure(&r->sv, r->seed, sc->durable)
+                               : supervisor_start_nodes(&r->sv, r->seed, sc->nats_nodes)) != 0) {
         point(r, false, "NATS to start", "it did not (see stderr)", "start NATS");
         return false;
     }
     r->sv_up = true;
+    if (sc->nats_nodes > 1 && r->sv.cluster.n < sc->nats_nodes) {
+        point(r, false, "a cluster of 3 nodes", "fewer servers in --server", "start NATS (nats: cluster)");
+        return false;
+    }
     r->sv.durable = sc->durable;
     for (size_t i = 0; i < sc->n_services; i++) {
         if (supervisor_add_service(&r->sv, sc->services[i].name, sc->services[i].instances, NULL) != 0) {
@@ -2320,6 +2331,8 @@ int runner_run(char *const paths[], size_t n_paths, const runner_options_t *opts
         n_runs++;
     }
     int jobs = opts->jobs > 0 ? opts->jobs : default_jobs();
+    if (opts->nats != NULL)
+        jobs = 1; /* one outside NATS: its streams are cleared for each story in turn */
     if ((size_t)jobs > n_runs)
         jobs = n_runs > 0 ? (int)n_runs : 1;
     pthread_t threads[MAX_JOBS];

@@ -5,6 +5,7 @@
 #ifndef RUNNER_H
 #define RUNNER_H
 
+#include <natomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -15,7 +16,12 @@ typedef struct runner_options {
     const char *report_dir;      /* NULL: no report                                    */
     bool keep;                   /* keep temp folders                                  */
     bool progress;               /* a line per scenario on stderr                      */
-    int jobs;                    /* scenarios played at once; 0: one per core          */
+    int jobs;                    /* scenarios played at once; 0: two per core          */
+    /* NATS the lab did not start (--server): the stories run on it one at a time, through
+       supervisor_start_external(); NULL: each story starts its own. */
+    const natomic_conn_config_t *nats;
+    const char *node_control;    /* the program that stops/starts/cuts/heals an outside node */
+    const char *monitor_ports;   /* the outside nodes' monitoring port(s); NULL: 8222       */
 } runner_options_t;
 
 /* Runs the scenario files found in `paths` (files or folders, recursively, *.yaml). Returns the exit status: 0 all passed. */

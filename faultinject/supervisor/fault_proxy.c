@@ -41,6 +41,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -86,6 +87,7 @@ struct fault_proxy {
     int listen_fd;
     int port;
     int upstream_port;
+    struct sockaddr_in upstream; /* 127.0.0.1, or the host fault_proxy_start_to() named */
     int wake[2];
     pthread_t thread;
 
@@ -155,16 +157,16 @@ static void set_socket_options(int fd)
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
-/* A connection to 127.0.0.1:port, or -1 (refused: NATS is down). */
-static int connect_upstream(int port)
+/* A connection to the upstream, or -1 (refused: NATS is down). */
+static int connect_upstream(const struct sockaddr_in *a)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    /* Blocking on loopback: it succeeds or is refused at once. */
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    /* Blocking: on loopback (the lab's own servers) it succeeds or is refused at once; to a
+     * host of its own (an outside cluster) a dead one is refused or times out (the kernel's
+     * connect timeout), which the services see as a slow reconnect. */
+    if (connect(fd, (const struct sockaddr *)a, sizeof *a) != 0) {
         close(fd);
         return -1;
     }
@@ -183,7 +185,7 @@ static void accept_all(fault_proxy_t *p, fault_proxy_mode_t mode)
             close(fd);
             continue;
         }
-        int up = connect_upstream(p->upstream_port);
+        int up = connect_upstream(&p->upstream);
         pair_t *pr = up >= 0 ? calloc(1, sizeof *pr) : NULL;
         if (pr == NULL) {
             close(fd);
@@ -374,11 +376,26 @@ static void *proxy_loop(void *arg)
 
 int fault_proxy_start(fault_proxy_t **out, int upstream_port)
 {
+    return fault_proxy_start_to(out, "127.0.0.1", upstream_port);
+}
+
+int fault_proxy_start_to(fault_proxy_t **out, const char *host, int upstream_port)
+{
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int gai = getaddrinfo(host, NULL, &hints, &ai);
+    if (gai != 0 || ai == NULL) {
+        fprintf(stderr, "fault_proxy: cannot resolve %s: %s\n", host, gai != 0 ? gai_strerror(gai) : "no address");
+        return -1;
+    }
     fault_proxy_t *p = calloc(1, sizeof *p);
     if (p == NULL) {
+        freeaddrinfo(ai);
         fprintf(stderr, "fault_proxy: out of memory\n");
         return -1;
     }
+    memcpy(&p->upstream, ai->ai_addr, sizeof p->upstream);
+    p->upstream.sin_port = htons((uint16_t)upstream_port);
+    freeaddrinfo(ai);
     p->upstream_port = upstream_port;
     p->wake[0] = p->wake[1] = -1;
     p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

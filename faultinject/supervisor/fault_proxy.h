@@ -4,7 +4,8 @@
  * connections), blackhole (accept and keep connections but forward
  * nothing), delay (forward after N ms), heal (back to a plain pipe).
  *
- * Listens on 127.0.0.1 on a free port, forwards to 127.0.0.1:<upstream>.
+ * Listens on 127.0.0.1 on a free port, forwards to 127.0.0.1:<upstream> (or,
+ * for a NATS node the lab did not start, to the host it was given).
  * One thread runs a poll() loop over all connections; every mode change
  * takes effect at once. Nothing leaves loopback.
  */
@@ -22,6 +23,10 @@ typedef struct fault_proxy fault_proxy_t;
 
 /* Starts a proxy to upstream_port; *out and its port. 0, or -1 with a message. */
 int fault_proxy_start(fault_proxy_t **out, int upstream_port);
+
+/* The same to <host>:upstream_port (an IPv4 address or a name, resolved once): an outside
+ * NATS node (natomic-lab run --server). It still listens on 127.0.0.1 only. */
+int fault_proxy_start_to(fault_proxy_t **out, const char *host, int upstream_port);
 /* The port services connect to (nats://127.0.0.1:<port>). */
 int fault_proxy_port(const fault_proxy_t *p);
 /* The connections it carries now (a service connected through it: 1). */

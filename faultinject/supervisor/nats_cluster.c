@@ -15,7 +15,9 @@
 #include <arpa/inet.h>
 #include <nats/nats.h>
 #include <pthread.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -39,6 +41,8 @@ int nats_cluster_start(nats_cluster_t *c, int nodes)
         }
     }
     c->n = nodes;
+    for (int i = 0; i < nodes; i++)
+        snprintf(c->host[i], sizeof c->host[i], "127.0.0.1");
     for (int i = 0; i < nodes; i++)
         for (int j = 0; j < nodes; j++)
             if (i != j && fault_proxy_start(&c->route[i][j], c->cluster_port[j]) != 0) {
@@ -113,8 +117,62 @@ int nats_cluster_wait_jetstream(const nats_cluster_t *c, int timeout_ms)
     return rc;
 }
 
-/* GET <path> from 127.0.0.1:port into buf (the body, NUL-terminated); 0, or -1. Loopback, 1 s at most. */
-static int http_get(int port, const char *path, char *buf, size_t cap)
+bool nats_cluster_node_up(const nats_cluster_t *c, int i)
+{
+    return i >= 0 && i < c->n && (c->external ? !c->down[i] : c->node[i].pid > 0);
+}
+
+int nats_cluster_attach(nats_cluster_t *c, const char *urls, const char *monitor_ports)
+{
+    memset(c, 0, sizeof *c);
+    c->external = true;
+    char list[sizeof c->urls];
+    snprintf(list, sizeof list, "%s", urls != NULL ? urls : "");
+    char *save = NULL;
+    for (char *u = strtok_r(list, ",", &save); u != NULL; u = strtok_r(NULL, ",", &save)) {
+        if (c->n == NATS_CLUSTER_MAX) {
+            fprintf(stderr, "nats_cluster: more than %d servers in %s\n", NATS_CLUSTER_MAX, urls);
+            return -1;
+        }
+        const char *hp = strstr(u, "://") != NULL ? strstr(u, "://") + 3 : u;
+        if (strchr(hp, '@') != NULL)
+            hp = strchr(hp, '@') + 1; /* user info is the connection's business, not the node's */
+        const char *colon = strrchr(hp, ':');
+        int port = colon != NULL ? atoi(colon + 1) : 4222;
+        size_t hl = colon != NULL ? (size_t)(colon - hp) : strlen(hp);
+        if (hl == 0 || hl >= sizeof c->host[0] || port <= 0 || port > 65535) {
+            fprintf(stderr, "nats_cluster: '%s' is not nats://host:port\n", u);
+            return -1;
+        }
+        memcpy(c->host[c->n], hp, hl);
+        c->host[c->n][hl] = '\0';
+        c->node[c->n].port = port;
+        snprintf(c->node[c->n].url, sizeof c->node[c->n].url, "%s", u);
+        c->n++;
+    }
+    if (c->n == 0) {
+        fprintf(stderr, "nats_cluster: no server URL given\n");
+        return -1;
+    }
+    char mp[128];
+    snprintf(mp, sizeof mp, "%s", monitor_ports != NULL && *monitor_ports ? monitor_ports : "8222");
+    int k = 0, last = 8222;
+    save = NULL;
+    for (char *p = strtok_r(mp, ",", &save); p != NULL && k < c->n; p = strtok_r(NULL, ",", &save))
+        c->http_port[k++] = last = atoi(p);
+    for (; k < c->n; k++)
+        c->http_port[k] = last;
+    for (int i = 0; i < c->n; i++)
+        if (c->http_port[i] <= 0 || c->http_port[i] > 65535) {
+            fprintf(stderr, "nats_cluster: bad monitoring port in '%s'\n", monitor_ports);
+            return -1;
+        }
+    snprintf(c->urls, sizeof c->urls, "%s", urls);
+    return 0;
+}
+
+/* GET <path> from host:port into buf (the body, NUL-terminated); 0, or -1. 1 s at most. */
+static int http_get(const char *host, int port, const char *path, char *buf, size_t cap)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -123,9 +181,17 @@ static int http_get(int port, const char *path, char *buf, size_t cap)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    char req[128];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+        if (getaddrinfo(host, NULL, &hints, &ai) != 0 || ai == NULL) {
+            close(fd);
+            return -1;
+        }
+        a.sin_addr = ((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+        freeaddrinfo(ai);
+    }
+    char req[160];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, host);
     size_t got = 0;
     if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && write(fd, req, (size_t)n) == n) {
         ssize_t r;
@@ -165,7 +231,8 @@ int nats_cluster_meta_leader(const nats_cluster_t *c)
     int leader = -1;
     pthread_mutex_lock(&mu);
     for (int i = 0; i < c->n && leader < 0; i++)
-        if (c->node[i].pid > 0 && !c->isolated[i] && http_get(c->http_port[i], "/jsz", buf, sizeof buf) == 0)
+        if (nats_cluster_node_up(c, i) && !c->isolated[i] &&
+            http_get(c->host[i], c->http_port[i], "/jsz", buf, sizeof buf) == 0)
             leader = leader_after(c, buf, "\"meta_cluster\"");
     pthread_mutex_unlock(&mu);
     return leader;
@@ -180,8 +247,9 @@ int nats_cluster_wait_healthy(const nats_cluster_t *c, int timeout_ms)
         bool all = true;
         pthread_mutex_lock(&mu);
         for (int i = 0; i < c->n && all; i++)
-            if (c->node[i].pid > 0 && !c->isolated[i])
-                all = http_get(c->http_port[i], "/healthz", buf, sizeof buf) == 0 && strstr(buf, "\"ok\"") != NULL;
+            if (nats_cluster_node_up(c, i) && !c->isolated[i])
+                all = http_get(c->host[i], c->http_port[i], "/healthz", buf, sizeof buf) == 0 &&
+                      strstr(buf, "\"ok\"") != NULL;
         pthread_mutex_unlock(&mu);
         if (all)
             return 0;
@@ -199,20 +267,20 @@ int nats_cluster_leader_in(const nats_cluster_t *c, const char *json)
 
 void nats_cluster_kill_node(nats_cluster_t *c, int i)
 {
-    if (i >= 0 && i < c->n)
+    if (i >= 0 && i < c->n && !c->external)
         embedded_nats_kill(&c->node[i]);
 }
 
 int nats_cluster_restart_node(nats_cluster_t *c, int i)
 {
-    return i >= 0 && i < c->n ? embedded_nats_restart(&c->node[i]) : -1;
+    return i >= 0 && i < c->n && !c->external ? embedded_nats_restart(&c->node[i]) : -1;
 }
 
 void nats_cluster_isolate(nats_cluster_t *c, int i, bool cut)
 {
     if (i < 0 || i >= c->n)
         return;
-    for (int j = 0; j < c->n; j++)
+    for (int j = 0; j < c->n && !c->external; j++)
         if (j != i) {
             fault_proxy_set(c->route[i][j], cut ? FAULT_PROXY_CUT : FAULT_PROXY_PASS, 0);
             fault_proxy_set(c->route[j][i], cut ? FAULT_PROXY_CUT : FAULT_PROXY_PASS, 0);
@@ -243,7 +311,7 @@ void nats_cluster_stop(nats_cluster_t *c)
 
 void nats_cluster_stop_keep(nats_cluster_t *c, bool keep)
 {
-    for (int i = 0; i < c->n; i++)
+    for (int i = 0; i < c->n && !c->external; i++)
         if (keep)
             embedded_nats_stop_keep(&c->node[i]);
         else

@@ -35,6 +35,11 @@ typedef struct nats_cluster {
     int http_port[NATS_CLUSTER_MAX];  /* monitoring (/jsz), loopback */
     fault_proxy_t *route[NATS_CLUSTER_MAX][NATS_CLUSTER_MAX]; /* i dials j through [i][j]; NULL on i == j */
     bool isolated[NATS_CLUSTER_MAX];
+    /* An outside cluster (nats_cluster_attach): nodes the lab did not start and cannot signal.
+       Their host, and whether a node command took them down; route[][] stays NULL. */
+    bool external;
+    char host[NATS_CLUSTER_MAX][64];
+    bool down[NATS_CLUSTER_MAX];
     char urls[NATS_CLUSTER_MAX * 64]; /* "nats://127.0.0.1:p1,nats://127.0.0.1:p2,..." */
 } nats_cluster_t;
 
@@ -45,6 +50,18 @@ typedef struct nats_cluster {
  * stderr and nothing left running.
  */
 int nats_cluster_start(nats_cluster_t *c, int nodes);
+
+/*
+ * An outside cluster: the servers of `urls` (a comma list of nats://host:port
+ * or tls://host:port, 1..NATS_CLUSTER_MAX), named n1, n2, ... in that order
+ * (the servers must carry those names), each with its monitoring port
+ * (`monitor_ports`: one for all, or one per node, comma-separated). Nothing
+ * is started or stopped here. 0, or -1 with a message.
+ */
+int nats_cluster_attach(nats_cluster_t *c, const char *urls, const char *monitor_ports);
+
+/* Whether node i runs (started and not killed; for an outside node: not taken down by the lab). */
+bool nats_cluster_node_up(const nats_cluster_t *c, int i);
 
 /* Waits until JetStream answers $JS.API.INFO through the cluster (a meta leader); 0 or -1 after timeout_ms. */
 int nats_cluster_wait_jetstream(const nats_cluster_t *c, int timeout_ms);

@@ -252,7 +252,7 @@ static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_
             used += (size_t)snprintf(url + used, sizeof url - used, "%snats://127.0.0.1:%d", k > 0 ? "," : "",
                                      fault_proxy_port(s->proxy[k]));
     } else
-        snprintf(url, sizeof url, "%s", sv->nodes > 1 ? sv->cluster.urls : sv->nats.url);
+        snprintf(url, sizeof url, "%s", sv->nodes > 1 || sv->external ? sv->cluster.urls : sv->nats.url);
     /* Replicated saga log, leases and EVENTS on a cluster: what a production cluster runs. */
     snprintf(env_replicas, sizeof env_replicas, "NATOMIC_JS_REPLICAS=%d", sv->nodes >= 3 ? 3 : sv->nodes > 1 ? sv->nodes : 1);
     /* Set even when empty: a restart must not inherit faults from the lab's own environment. */
@@ -281,6 +281,8 @@ static int spawn_instance(supervisor_t *sv, supervised_service_t *s, bool first_
     for (size_t i = 0; i < sizeof tail / sizeof tail[0]; i++)
         argv[argc++] = tail[i];
     char *env[8 + SECURE_ENV] = {env_faults, env_seed, env_tmp, env_mode, env_instance, env_replicas};
+    for (int i = 0; sv->external && i < sv->n_conn_env; i++) /* the lab's credentials, for an outside NATS */
+        env[6 + i] = sv->conn_env[i];
     if (sv->secure) { /* its own identity, over TLS; no trace copies, no fault control (not granted) */
         int k = identity_index(s->name);
         snprintf(secure_env[0], sizeof secure_env[0], "NATS_USER=%s", s->name);
@@ -540,6 +542,96 @@ fail:
     return -1;
 }
 
+/* Deletes the streams the library makes (KV_natomic_*, EVENTS) from an outside server: a fresh story. */
+static int clear_streams(supervisor_t *sv)
+{
+    jsCtx *js = NULL;
+    jsStreamNamesList *names = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = natsConnection_JetStream(&js, sv->nc, NULL);
+    if (s == NATS_OK)
+        s = js_StreamNames(&names, js, NULL, &jerr);
+    if (s == NATS_NOT_FOUND) /* no stream at all */
+        s = NATS_OK;
+    for (int i = 0; s == NATS_OK && names != NULL && i < names->Count; i++) {
+        const char *n = names->List[i];
+        if (strncmp(n, "KV_natomic_", 11) == 0 || strcmp(n, "EVENTS") == 0)
+            s = js_DeleteStream(js, n, NULL, &jerr);
+    }
+    if (s != NATS_OK)
+        fail_msg("cannot clear the library's streams on %s: %s", sv->cluster.urls,
+                 jerr != 0 ? nats_GetLastError(NULL) : natsStatus_GetText(s));
+    jsStreamNamesList_Destroy(names);
+    jsCtx_Destroy(js);
+    return s == NATS_OK ? 0 : -1;
+}
+
+int supervisor_start_external(supervisor_t *sv, unsigned long long seed, const natomic_conn_config_t *conn,
+                              const char *node_control, const char *monitor_ports)
+{
+    memset(sv, 0, sizeof *sv);
+    sv->external = true;
+    if (conn->tls_ca != NULL || conn->tls_cert != NULL) {
+        fail_msg("--server with TLS: the lab's fault proxies stand between the clients and the nodes, so no "
+                 "certificate's host name would match; run the stories on that NATS without TLS");
+        return -1;
+    }
+    if (nats_cluster_attach(&sv->cluster, conn->url, monitor_ports) != 0)
+        return -1; /* it said why */
+    sv->nodes = sv->cluster.n;
+    /* An operator's cluster may be electing: the story starts on a healthy one. */
+    if (nats_cluster_wait_healthy(&sv->cluster, NODE_HEALTHY_MS) != 0) {
+        fail_msg("%s: JetStream is not healthy (/healthz on the monitoring port%s) after %d ms", sv->cluster.urls,
+                 monitor_ports != NULL ? "s given" : " 8222", NODE_HEALTHY_MS);
+        return -1;
+    }
+    snprintf(sv->node_control, sizeof sv->node_control, "%s", node_control != NULL ? node_control : "");
+    const char *tmp = getenv("TMPDIR");
+    snprintf(sv->dir, sizeof sv->dir, "%s/natomic-lab-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(sv->dir) == NULL) {
+        fail_msg("mkdtemp %s: %s", sv->dir, strerror(errno));
+        return -1;
+    }
+    static const struct {
+        const char *name;
+        size_t off;
+    } creds[] = {{"NATS_USER", offsetof(natomic_conn_config_t, user)},
+                 {"NATS_PASSWORD", offsetof(natomic_conn_config_t, password)},
+                 {"NATS_TOKEN", offsetof(natomic_conn_config_t, token)},
+                 {"NATS_CREDS", offsetof(natomic_conn_config_t, creds_file)}};
+    for (size_t i = 0; i < sizeof creds / sizeof creds[0]; i++) {
+        const char *v = *(const char *const *)((const char *)conn + creds[i].off);
+        if (v != NULL)
+            snprintf(sv->conn_env[sv->n_conn_env++], sizeof sv->conn_env[0], "%s=%s", creds[i].name, v);
+    }
+    char urls[NATS_CLUSTER_MAX * 40];
+    size_t used = 0;
+    for (int k = 0; k < sv->cluster.n; k++) {
+        if (fault_proxy_start_to(&sv->lab_proxy[k], sv->cluster.host[k], sv->cluster.node[k].port) != 0)
+            goto fail;
+        used += (size_t)snprintf(urls + used, sizeof urls - used, "%snats://127.0.0.1:%d", k > 0 ? "," : "",
+                                 fault_proxy_port(sv->lab_proxy[k]));
+    }
+    natomic_conn_config_t mine = *conn;
+    mine.url = urls;
+    char err[300];
+    if (natomic_connect_config(&sv->nc, &mine, err, sizeof err) != NATOMIC_OK) {
+        fail_msg("cannot connect to %s: %s", sv->cluster.urls, err);
+        goto fail;
+    }
+    sv->seed = seed;
+    if (clear_streams(sv) != 0) {
+        natsConnection_Destroy(sv->nc);
+        sv->nc = NULL;
+        goto fail;
+    }
+    return start_common(sv);
+fail:
+    stop_nats(sv, false);
+    memset(sv, 0, sizeof *sv);
+    return -1;
+}
+
 int supervisor_connect_as(supervisor_t *sv, const char *identity, natsConnection **nc)
 {
     int k = identity_index(identity);
@@ -566,6 +658,15 @@ int supervisor_connect_as(supervisor_t *sv, const char *identity, natsConnection
 /* Stops the servers (and the lab's proxies to a cluster); the folders go unless `keep`. */
 static void stop_nats(supervisor_t *sv, bool keep)
 {
+    if (sv->external) { /* not ours to stop: the lab's proxies go, and its folder */
+        for (int k = 0; k < NATS_CLUSTER_MAX; k++) {
+            fault_proxy_stop(sv->lab_proxy[k]);
+            sv->lab_proxy[k] = NULL;
+        }
+        if (!keep)
+            remove_run_dir(sv->dir);
+        return;
+    }
     if (sv->nodes <= 1) {
         pid_t pid = sv->nats.pid;
         if (keep)
@@ -673,10 +774,12 @@ static void stop_proxies(supervised_service_t *x)
 /* An instance's fault proxies: to the server, or one to each node of a cluster. 0, or -1. */
 static int start_proxies(supervisor_t *sv, supervised_service_t *x)
 {
-    int n = sv->nodes > 1 ? sv->cluster.n : 1;
+    bool many = sv->nodes > 1 || sv->external; /* the nodes are in sv->cluster */
+    int n = many ? sv->cluster.n : 1;
     for (x->n_proxy = 0; x->n_proxy < n; x->n_proxy++) {
-        int port = sv->nodes > 1 ? sv->cluster.node[x->n_proxy].port : sv->nats.port;
-        if (fault_proxy_start(&x->proxy[x->n_proxy], port) != 0) {
+        int port = many ? sv->cluster.node[x->n_proxy].port : sv->nats.port;
+        if (fault_proxy_start_to(&x->proxy[x->n_proxy], many ? sv->cluster.host[x->n_proxy] : "127.0.0.1", port) !=
+            0) {
             stop_proxies(x);
             return -1;
         }
@@ -981,8 +1084,9 @@ int supervisor_restart_nats(supervisor_t *sv)
         fail_msg("restart_nats: the supervisor is not started");
         return -1;
     }
-    if (sv->nodes > 1) {
-        fail_msg("restart_nats: NATS is a cluster of %d nodes here: stop and start one node at a time", sv->nodes);
+    if (sv->nodes > 1 || sv->external) {
+        fail_msg("restart_nats: %s", sv->external ? "NATS is outside the lab (--server): say kill_node and restart_node"
+                                                  : "NATS is a cluster here: stop and start one node at a time");
         return -1;
     }
     uint64_t before = reconnect_count(sv->nc);
@@ -1084,11 +1188,50 @@ static void node_links(supervisor_t *sv, int k, bool cut)
     fault_proxy_set(sv->lab_proxy[k], cut ? FAULT_PROXY_CUT : FAULT_PROXY_PASS, 0);
 }
 
+/* An outside node: `<node_control> <verb> <name> <host>`, waited for (60 s). 0, or -1 with a message. */
+static int node_command(supervisor_t *sv, int node, const char *verb)
+{
+    if (sv->node_control[0] == '\0') {
+        fail_msg("node n%d is outside the lab: give natomic-lab run --node-control PROGRAM to %s it", node + 1, verb);
+        return -1;
+    }
+    char name[16], log[600];
+    nats_cluster_node_name(node, name, sizeof name);
+    snprintf(log, sizeof log, "%s/node-control.log", sv->dir);
+    char *argv[] = {sv->node_control, (char *)verb, name, sv->cluster.host[node], NULL};
+    lab_process_t p;
+    if (lab_process_start(&p, argv, log, NULL) != 0) {
+        fail_msg("cannot run %s", sv->node_control);
+        return -1;
+    }
+    int status = lab_process_stop(&p, 0, 60000);
+    if (status != 0) {
+        fail_msg("%s %s %s %s failed (status %d); see %s", sv->node_control, verb, name, sv->cluster.host[node], status,
+                 log);
+        return -1;
+    }
+    return 0;
+}
+
 /* `op` on one node, the lock held; no wait. 0, or -1 with a message. */
 static int node_op(supervisor_t *sv, int node, supervisor_node_op_t op)
 {
     embedded_nats_t *ns = &sv->cluster.node[node];
     int rc = 0;
+    if (sv->external) {
+        static const char *const verbs[] = {"stop", "start", "cut", "heal"};
+        if ((op == SUPERVISOR_NODE_RESTART && !sv->cluster.down[node]) ||
+            (op == SUPERVISOR_NODE_HEAL && !sv->cluster.isolated[node]))
+            return 0; /* nothing to undo */
+        rc = node_command(sv, node, verbs[op]);
+        if (rc == 0 && (op == SUPERVISOR_NODE_KILL || op == SUPERVISOR_NODE_RESTART))
+            sv->cluster.down[node] = op == SUPERVISOR_NODE_KILL;
+        if (rc == 0 && (op == SUPERVISOR_NODE_CUT || op == SUPERVISOR_NODE_HEAL)) {
+            node_links(sv, node, op == SUPERVISOR_NODE_CUT);
+            sv->cluster.isolated[node] = op == SUPERVISOR_NODE_CUT;
+        }
+        return rc;
+    }
     switch (op) {
     case SUPERVISOR_NODE_KILL:
         emergency_unregister(ns->pid);

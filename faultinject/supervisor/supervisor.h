@@ -12,6 +12,7 @@
 #ifndef SUPERVISOR_H
 #define SUPERVISOR_H
 
+#include <natomic.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -62,6 +63,10 @@ typedef struct supervisor {
     nats_cluster_t cluster;
     fault_proxy_t *lab_proxy[NATS_CLUSTER_MAX]; /* a cluster: the supervisor's client, per node */
     bool secure;            /* supervisor_start_secure: deploy/'s identities, TLS        */
+    bool external;          /* supervisor_start_external: NATS the lab did not start     */
+    char node_control[512]; /* external: the program that stops/starts/cuts/heals a node */
+    char conn_env[4][600];  /* external: NATS_USER=..., NATS_PASSWORD=..., ... for services */
+    int n_conn_env;
     char tls_dir[256];      /* its certificates and the run's server config            */
     char password[SUPERVISOR_IDENTITIES][40]; /* one per supervisor_identities[] entry, random */
     char dir[256];          /* = nats.dir: databases, logs                          */
@@ -127,6 +132,25 @@ extern const char *const supervisor_identities[];
  * with a message.
  */
 int supervisor_connect_as(supervisor_t *sv, const char *identity, natsConnection **nc);
+
+/*
+ * A story on NATS the lab did not start (natomic-lab run --server): the
+ * servers of conn->url (comma list; several make a cluster, whose nodes
+ * must be named n1, n2, ... in that order), reached through fault proxies
+ * as the lab's own are, with conn's credentials (user and password, token
+ * or credentials file; not TLS: the proxies stand between the clients and
+ * the nodes, so no host name would match) for the lab and every service.
+ * Node steps run `node_control` (NULL: refused) as
+ *     <node_control> stop|start|cut|heal <node name> <host>
+ * and read /jsz and /healthz on each node's monitoring port
+ * (`monitor_ports`: one for all or one per node; default 8222). Before the
+ * story every stream the library makes (KV_natomic_*, EVENTS) is deleted
+ * from that server, so that no saga of an earlier story is recovered into
+ * this one: give the lab a NATS of its own. Databases and logs go to a
+ * temporary folder. 0, or -1 with a message.
+ */
+int supervisor_start_external(supervisor_t *sv, unsigned long long seed, const natomic_conn_config_t *conn,
+                              const char *node_control, const char *monitor_ports);
 
 /* What happens to one node of a cluster. */
 typedef enum supervisor_node_op {
