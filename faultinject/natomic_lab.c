@@ -84,7 +84,7 @@ static void usage(FILE *f)
           "                named n1, n2, ... in that order), one story at a time, through the lab's\n"
           "                fault proxies; its KV_natomic_* and EVENTS streams are DELETED before each\n"
           "                story: give the lab a NATS of its own. With --user (and NATS_PASSWORD),\n"
-          "                --token or --creds, as for natomic-call; not TLS\n"
+          "                --token, --creds or --nkey, as for natomic-call; not TLS\n"
           "  --node-control PROGRAM\n"
           "                with --server: node steps run PROGRAM stop|start|cut|heal <node> <host>\n"
           "                (deploy/vagrant/node-control.sh for the Vagrant cluster)\n"
@@ -550,7 +550,8 @@ static int run_command(int argc, char **argv)
     }
     if (n == 0)
         paths[n++] = "scenarios";
-    if (conn.url != NULL || conn.user != NULL || conn.token != NULL || conn.creds_file != NULL || conn.tls_ca != NULL) {
+    if (conn.url != NULL || conn.user != NULL || conn.token != NULL || conn.creds_file != NULL || conn.tls_ca != NULL ||
+        conn.nkey_file != NULL) {
         if (conn.url == NULL) {
             fprintf(stderr, "natomic-lab run: credentials without --server: each story starts its own NATS, which "
                             "needs none\n");

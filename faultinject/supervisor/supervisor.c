@@ -598,7 +598,8 @@ int supervisor_start_external(supervisor_t *sv, unsigned long long seed, const n
     } creds[] = {{"NATS_USER", offsetof(natomic_conn_config_t, user)},
                  {"NATS_PASSWORD", offsetof(natomic_conn_config_t, password)},
                  {"NATS_TOKEN", offsetof(natomic_conn_config_t, token)},
-                 {"NATS_CREDS", offsetof(natomic_conn_config_t, creds_file)}};
+                 {"NATS_CREDS", offsetof(natomic_conn_config_t, creds_file)},
+                 {"NATS_NKEY", offsetof(natomic_conn_config_t, nkey_file)}};
     for (size_t i = 0; i < sizeof creds / sizeof creds[0]; i++) {
         const char *v = *(const char *const *)((const char *)conn + creds[i].off);
         if (v != NULL)

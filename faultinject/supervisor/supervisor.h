@@ -65,7 +65,7 @@ typedef struct supervisor {
     bool secure;            /* supervisor_start_secure: deploy/'s identities, TLS        */
     bool external;          /* supervisor_start_external: NATS the lab did not start     */
     char node_control[512]; /* external: the program that stops/starts/cuts/heals a node */
-    char conn_env[4][600];  /* external: NATS_USER=..., NATS_PASSWORD=..., ... for services */
+    char conn_env[5][600];  /* external: NATS_USER=..., NATS_PASSWORD=..., ... for services */
     int n_conn_env;
     char tls_dir[256];      /* its certificates and the run's server config            */
     char password[SUPERVISOR_IDENTITIES][40]; /* one per supervisor_identities[] entry, random */

@@ -195,11 +195,12 @@ typedef struct natomic_conn_config {
     const char *inbox_prefix; /* replies come to <prefix>.<id>...; NULL: "_INBOX". A per-identity
                                  prefix under _INBOX. (e.g. "_INBOX.client") lets a server config
                                  give each identity its own replies only (deploy/) */
+    const char *nkey_file;  /* a user's nkey seed file (SU...): the server knows its public key */
 } natomic_conn_config_t;
 
 /*
  * Sets the field of a command-line flag: "server" (or "nats"), "user",
- * "password", "token", "creds", "tlscert", "tlskey", "tlsca", "inbox-prefix" (leading
+ * "password", "token", "creds", "nkey", "tlscert", "tlskey", "tlsca", "inbox-prefix" (leading
  * dashes ignored); `value` is borrowed. NATOMIC_EINVAL for another flag.
  */
 NATOMIC_API natomic_status_t natomic_conn_config_set(natomic_conn_config_t *c, const char *flag, const char *value);
@@ -213,13 +214,14 @@ NATOMIC_API natomic_status_t natomic_conn_config_set(natomic_conn_config_t *c, c
 #define NATOMIC_CONN_LONGOPTS(val)                                                                          \
     {"server", 1, NULL, (val)}, {"user", 1, NULL, (val)}, {"password", 1, NULL, (val)},                      \
         {"token", 1, NULL, (val)}, {"creds", 1, NULL, (val)}, {"tlscert", 1, NULL, (val)},                   \
-        {"tlskey", 1, NULL, (val)}, {"tlsca", 1, NULL, (val)}, {"inbox-prefix", 1, NULL, (val)}
+        {"tlskey", 1, NULL, (val)}, {"tlsca", 1, NULL, (val)}, {"inbox-prefix", 1, NULL, (val)},               \
+        {"nkey", 1, NULL, (val)}
 
 /* The help lines of those flags, for a tool's --help (each ends with a newline). */
 NATOMIC_API const char *natomic_conn_config_help(void);
 
-/* Fills the fields left NULL from NATS_URL, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_CERT, NATS_KEY, NATS_CA,
-   NATS_INBOX_PREFIX. */
+/* Fills the fields left NULL from NATS_URL, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY, NATS_CERT,
+   NATS_KEY, NATS_CA, NATS_INBOX_PREFIX. */
 NATOMIC_API void natomic_conn_config_from_env(natomic_conn_config_t *c);
 
 /*

@@ -107,6 +107,7 @@ NATOMIC_API void natomic_conn_config_from_env(natomic_conn_config_t *c)
     c->password = env_or(c->password, "NATS_PASSWORD");
     c->token = env_or(c->token, "NATS_TOKEN");
     c->creds_file = env_or(c->creds_file, "NATS_CREDS");
+    c->nkey_file = env_or(c->nkey_file, "NATS_NKEY");
     c->tls_cert = env_or(c->tls_cert, "NATS_CERT");
     c->tls_key = env_or(c->tls_key, "NATS_KEY");
     c->tls_ca = env_or(c->tls_ca, "NATS_CA");
@@ -128,6 +129,7 @@ NATOMIC_API natomic_status_t natomic_conn_config_set(natomic_conn_config_t *c, c
         {"token", offsetof(natomic_conn_config_t, token)},      {"creds", offsetof(natomic_conn_config_t, creds_file)},
         {"tlscert", offsetof(natomic_conn_config_t, tls_cert)}, {"tlskey", offsetof(natomic_conn_config_t, tls_key)},
         {"tlsca", offsetof(natomic_conn_config_t, tls_ca)},     {"inbox-prefix", offsetof(natomic_conn_config_t, inbox_prefix)},
+        {"nkey", offsetof(natomic_conn_config_t, nkey_file)},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         if (strcmp(flag, fields[i].name) == 0) {
@@ -144,6 +146,7 @@ NATOMIC_API const char *natomic_conn_config_help(void)
            "                    shows in the process list, the variable does not)\n"
            "  --token T         authorization token (or $NATS_TOKEN)\n"
            "  --creds FILE      credentials file: user JWT and nkey seed (or $NATS_CREDS)\n"
+           "  --nkey FILE       a user's nkey seed file, SU... (or $NATS_NKEY); the server lists its public key\n"
            "  --tlscert FILE    TLS client certificate, PEM (or $NATS_CERT), with --tlskey FILE ($NATS_KEY)\n"
            "  --tlsca FILE      CA certificates that signed the server's, PEM (or $NATS_CA); turns TLS on\n"
            "  --inbox-prefix P  where replies come, e.g. _INBOX.<identity> for a server that gives each\n"
@@ -186,10 +189,11 @@ NATOMIC_API natomic_status_t natomic_conn_config_check(const natomic_conn_config
         snprintf(err, errcap, "a password (--password or NATS_PASSWORD) needs a user (--user or NATS_USER)");
         return NATOMIC_EINVAL;
     }
-    int ways = (c->user != NULL) + (c->token != NULL) + (c->creds_file != NULL) + url_has_userinfo(c->url);
+    int ways = (c->user != NULL) + (c->token != NULL) + (c->creds_file != NULL) + (c->nkey_file != NULL) +
+               url_has_userinfo(c->url);
     if (ways > 1) {
         snprintf(err, errcap, "more than one way to authenticate (user and password, token, credentials file, "
-                              "user info in the URL): give one");
+                              "nkey, user info in the URL): give one");
         return NATOMIC_EINVAL;
     }
     if (c->inbox_prefix != NULL) {
@@ -207,7 +211,8 @@ NATOMIC_API natomic_status_t natomic_conn_config_check(const natomic_conn_config
         snprintf(err, errcap, "a TLS client certificate needs its key and the other way round (--tlscert and --tlskey)");
         return NATOMIC_EINVAL;
     }
-    if (!readable("--creds", c->creds_file, err, errcap) || !readable("--tlscert", c->tls_cert, err, errcap) ||
+    if (!readable("--creds", c->creds_file, err, errcap) || !readable("--nkey", c->nkey_file, err, errcap) ||
+        !readable("--tlscert", c->tls_cert, err, errcap) ||
         !readable("--tlskey", c->tls_key, err, errcap) || !readable("--tlsca", c->tls_ca, err, errcap))
         return NATOMIC_EINVAL;
     return NATOMIC_OK;
@@ -239,6 +244,15 @@ NATOMIC_API natomic_status_t natomic_conn_options(natsOptions **out, const natom
         s = natsOptions_SetToken(o, c->token);
     if (s == NATS_OK && c->creds_file != NULL && (what = "--creds") != NULL)
         s = natsOptions_SetUserCredentialsFromFiles(o, c->creds_file, NULL);
+    if (s == NATS_OK && c->nkey_file != NULL) {
+        char pub[64];
+        if ((st = natomic__nkey_public(c->nkey_file, pub, sizeof pub, err, errcap)) != NATOMIC_OK) {
+            natsOptions_Destroy(o);
+            return st;
+        }
+        what = "--nkey";
+        s = natsOptions_SetNKeyFromSeed(o, pub, c->nkey_file);
+    }
     if (s == NATS_OK && c->inbox_prefix != NULL && (what = "--inbox-prefix") != NULL)
         s = natsOptions_SetCustomInboxPrefix(o, c->inbox_prefix);
     bool tls = c->tls_ca != NULL || c->tls_cert != NULL;

@@ -256,6 +256,9 @@ void natomic__registry_free(natomic_service_t *svc);
 void natomic__barrier_forget(natomic_service_t *svc);
 
 /* ---- service.c ------------------------------------------------------ */
+/* The public key (U...) of the user nkey seed in seed_file (nkey.c); NATOMIC_EINVAL with a message that never quotes the seed. */
+natomic_status_t natomic__nkey_public(const char *seed_file, char *pub, size_t cap, char *err, size_t errcap);
+
 /*
  * Reads a request's Natomic-Deadline-Ms (`h`, NULL when absent) at `now_ms`:
  * 0 with *deadline_ms the absolute deadline (0: none), the budget capped at

@@ -159,6 +159,41 @@ CALL_ENV=()
 expect "a wrong token is refused, exit 3" 3 '' 'uthorization' -- \
   --server "nats://127.0.0.1:$tok_port" --token wrong-Pw-1234 conversions.inches_to_cm '{}'
 
+# ---- server 3: an nkey user (the public key listed, the seed file given) ------------
+if python3 "$(dirname "$0")/make_nkey.py" "$dir" alice && python3 "$(dirname "$0")/make_nkey.py" "$dir" mallory; then
+  nk_port=$(free_port)
+  printf 'authorization { users = [ { nkey: %s } ] }\n' "$(cat "$dir/alice.pub")" >"$dir/nkey.conf"
+  "$nats_server" -c "$dir/nkey.conf" -a 127.0.0.1 -p "$nk_port" >"$dir/nk-server.log" 2>&1 &
+  pids+=($!)
+  wait_port "$nk_port" && ok "an nkey server listens, and seeds were made (openssl, make_nkey.py)" ||
+    not_ok "an nkey server listens, and seeds were made (openssl, make_nkey.py)" "$(cat "$dir/nk-server.log")"
+  seed=$(cat "$dir/alice.nk")
+  CALL_ENV=()
+  expect "--nkey: the library derives the public key from the seed file and gets in" 3 '' "no service 'conversions'" -- \
+    --server "nats://127.0.0.1:$nk_port" --nkey "$dir/alice.nk" conversions.inches_to_cm '{}'
+  CALL_ENV=(NATS_NKEY="$dir/alice.nk")
+  expect "NATS_NKEY does the same" 3 '' "no service 'conversions'" -- \
+    --server "nats://127.0.0.1:$nk_port" conversions.inches_to_cm '{}'
+  CALL_ENV=()
+  expect "another user's seed is refused by the server, exit 3" 3 '' 'uthorization' -- \
+    --server "nats://127.0.0.1:$nk_port" --nkey "$dir/mallory.nk" conversions.inches_to_cm '{}'
+  sed 's/^SU\(.\)/SU\1\1/; s/.$//' "$dir/alice.nk" >"$dir/typo.nk"
+  expect "a seed with a typo is refused before connecting (checksum), exit 2" 2 '' 'checksum is wrong' -- \
+    --server "nats://127.0.0.1:$nk_port" --nkey "$dir/typo.nk" conversions.inches_to_cm '{}'
+  echo "not a seed" >"$dir/junk.nk"
+  expect "a file with no seed is refused before connecting, exit 2" 2 '' 'no user nkey seed' -- \
+    --server "nats://127.0.0.1:$nk_port" --nkey "$dir/junk.nk" conversions.inches_to_cm '{}'
+  expect "--nkey with a user too: two ways, refused, exit 2" 2 '' 'more than one way' -- \
+    --server "nats://127.0.0.1:$nk_port" --nkey "$dir/alice.nk" --user alice conversions.inches_to_cm '{}'
+  if grep -rqF -- "$seed" "$dir/out" "$dir/err" "$dir/nk-server.log"; then
+    not_ok "the seed is printed nowhere" "found in the output or the server log"
+  else
+    ok "the seed is printed nowhere"
+  fi
+else
+  not_ok "an nkey server listens, and seeds were made (openssl, make_nkey.py)" "make_nkey.py failed"
+fi
+
 # ---- the service refuses a file it cannot use before connecting ----------------
 "$conversions" --server "$tls_url" --user svc --password "$svc_pw" --tlsca "$dir/nope.pem" --db "$dir/c2.db" \
   >"$dir/refused.log" 2>&1

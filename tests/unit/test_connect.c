@@ -52,7 +52,9 @@ START_TEST(flags_set_their_fields)
     ck_assert_str_eq(c.tls_key, "/k");
     ck_assert_str_eq(c.creds_file, "/cr");
     ck_assert_str_eq(c.token, "t");
-    ck_assert_int_eq(natomic_conn_config_set(&c, "nkey", "x"), NATOMIC_EINVAL);
+    ck_assert_int_eq(natomic_conn_config_set(&c, "nkey", "/seed.nk"), NATOMIC_OK);
+    ck_assert_str_eq(c.nkey_file, "/seed.nk");
+    ck_assert_int_eq(natomic_conn_config_set(&c, "jwt", "x"), NATOMIC_EINVAL);
     ck_assert_int_eq(natomic_conn_config_set(NULL, "user", "x"), NATOMIC_EINVAL);
 }
 END_TEST
