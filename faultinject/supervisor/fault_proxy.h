@@ -7,7 +7,8 @@
  * Listens on 127.0.0.1 on a free port, forwards to 127.0.0.1:<upstream> (or,
  * for a NATS node the lab did not start, to the host it was given).
  * One thread runs a poll() loop over all connections; every mode change
- * takes effect at once. Nothing leaves loopback.
+ * takes effect at once. Nothing leaves loopback, except to an outside node
+ * the caller named (fault_proxy_start_to: natomic-lab run --server).
  */
 #ifndef FAULT_PROXY_H
 #define FAULT_PROXY_H
