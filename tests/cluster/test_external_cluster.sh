@@ -14,11 +14,7 @@ set -uo pipefail
 nats_server=$1
 lab=$2
 root=$3
-n=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); echo "not ok $n - $1"; printf '  ---\n  message: "%s"\n  ...\n' "$(printf '%s' "$2" | tr '\n"\\' '   ' | cut -c1-900)"; }
-check() { if [[ -z $2 ]]; then ok "$1"; else not_ok "$1" "$2"; fi; }
-echo "TAP version 14"
+source "$(dirname "${BASH_SOURCE[0]}")/../tap.sh"
 
 work=$(mktemp -d)
 cleanup() {

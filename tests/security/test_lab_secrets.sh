@@ -8,10 +8,7 @@ set -uo pipefail
 lab=$1
 root=$2
 story=$root/scenarios/security/saga-over-tls-durable.yaml
-n=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); echo "not ok $n - $1"; printf '  ---\n  message: "%s"\n  ...\n' "$(printf '%s' "$2" | tr '\n"\\' '   ' | cut -c1-600)"; }
-echo "TAP version 14"
+source "$(dirname "${BASH_SOURCE[0]}")/../tap.sh"
 work=$(mktemp -d)
 trap 'rm -rf -- "$work"' EXIT
 export TMPDIR=$work # every folder the run makes lands here, to be looked at and counted

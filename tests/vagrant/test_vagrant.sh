@@ -8,11 +8,7 @@
 set -uo pipefail
 root=$1
 nats_server=$2
-n=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); echo "not ok $n - $1"; printf '  ---\n  message: "%s"\n  ...\n' "$(printf '%s' "$2" | tr '\n"\\' '   ' | cut -c1-900)"; }
-check() { if [[ -z $2 ]]; then ok "$1"; else not_ok "$1" "$2"; fi; }
-echo "TAP version 14"
+source "$(dirname "${BASH_SOURCE[0]}")/../tap.sh"
 work=$(mktemp -d)
 trap 'rm -rf -- "$work"' EXIT
 if ! command -v ruby >/dev/null; then
