@@ -598,11 +598,38 @@ static int add_cell(explorer_t *x, story_t *st, size_t row, int action, int mode
     return 0;
 }
 
+/*
+ * Whether the story arms `point` of `service` itself (its `faults`, or a
+ * `fault`/`release` step): that run-time rule replaces the explorer's,
+ * which then may never fire -- a cell that tests nothing. Such rows are
+ * left out, and said so.
+ */
+static bool story_arms(const scenario_t *sc, const char *service, const char *point)
+{
+    for (size_t i = 0; i < sc->n_faults; i++)
+        if (strcmp(sc->faults[i].service, service) == 0 && strcmp(sc->faults[i].point, point) == 0)
+            return true;
+    for (size_t i = 0; i < sc->n_steps; i++) {
+        const scenario_step_t *s = &sc->steps[i];
+        if ((s->kind == STEP_FAULT || s->kind == STEP_RELEASE) && strcmp(s->fault.service, service) == 0 &&
+            strcmp(s->fault.point, point) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Every cell of a story, in matrix order: row, action, mode. */
 static int build_cells(explorer_t *x, story_t *st)
 {
     st->first_cell = x->n_cells;
-    for (size_t r = 0; r < st->n_rows; r++)
+    size_t left_out = 0;
+    char which[300] = "";
+    for (size_t r = 0; r < st->n_rows; r++) {
+        if (x->o->cell == NULL && story_arms(st->sc, st->rows[r].service, st->rows[r].point)) {
+            if (left_out++ == 0)
+                snprintf(which, sizeof which, "%s of %s", st->rows[r].point, st->rows[r].service);
+            continue;
+        }
         for (int a = 0; a < N_ACTIONS; a++) {
             if (!(x->o->actions & (1u << a)) || !point_defines(st->rows[r].point, a))
                 continue;
@@ -610,6 +637,11 @@ static int build_cells(explorer_t *x, story_t *st)
                 if ((x->o->modes & (1u << m)) && st->rows[r].in_mode[m] && add_cell(x, st, r, a, m) != 0)
                     return -1;
         }
+    }
+    if (left_out > 0 && x->o->progress)
+        fprintf(stderr, "%s: %zu hit%s left out, of points the story arms itself (%s%s): a fault of the "
+                        "explorer's there would be replaced by the story's, and might never fire\n",
+                st->full, left_out, left_out == 1 ? "" : "s", which, left_out > 1 ? ", ..." : "");
     st->n_cells = x->n_cells - st->first_cell;
     return 0;
 }

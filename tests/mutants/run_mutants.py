@@ -56,7 +56,7 @@ suite failed, and its failing stories fail again when rerun), unsteady (they pas
 rerun), survived, build failed, patch failed. Exit 0 only when every mutant is killed.
 
 Jobs: each job has its own scratch copy and build, and its suite plays cores / N stories at
-once (natomic-lab run --jobs; one job leaves natomic-lab's default, one story per core). The
+once (natomic-lab run --jobs; one job leaves natomic-lab's default, two stories per core). The
 scenario suite is timing sensitive: 2 jobs on a 2-core machine may add noise (slower
 stories, unsteady verdicts); 1 is the reference. With one job a mutant takes 60 to 180 s (a killed one waits out its failing
 stories' `eventually`, then reruns them); 32 mutants took 33 min on 2 cores.
@@ -276,7 +276,7 @@ class Slot:
         self.opts = opts
         self.logs = logs
         self.targets = []
-        self.suite_jobs = 0  # natomic-lab run's own default: one story per core
+        self.suite_jobs = 0  # natomic-lab run's own default: two stories per core
         self.status = "setting up"
         self.progress_file = None
 
