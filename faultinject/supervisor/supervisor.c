@@ -39,6 +39,7 @@
 
 #include "fault_proxy.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -384,6 +385,17 @@ static int identity_index(const char *name)
     return -1;
 }
 
+/* A new folder $TMPDIR/<prefix>-XXXXXX into out; 0, or -1 with a message. */
+static int make_run_dir(char *out, size_t cap, const char *prefix)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(out, cap, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", prefix);
+    if (mkdtemp(out) != NULL)
+        return 0;
+    fail_msg("mkdtemp %s: %s", out, strerror(errno));
+    return -1;
+}
+
 /* Removes a secure run's folder: certificates, config, the durable file's JetStream store. */
 static void remove_run_dir(const char *dir)
 {
@@ -411,15 +423,12 @@ static int make_certificates(supervisor_t *sv, const char *deploy)
     }
     int status = lab_process_stop(&p, 0, 20000); /* no signal: wait for it */
     if (status != 0) {
-        char *why = NULL;
         FILE *f = fopen(log, "r");
-        char text[600] = "";
+        char why[600] = "";
         if (f != NULL) {
-            size_t n = fread(text, 1, sizeof text - 1, f);
-            text[n] = '\0';
+            why[fread(why, 1, sizeof why - 1, f)] = '\0';
             fclose(f);
         }
-        why = text;
         fail_msg("%s did not make the certificates (status %d): %s", script, status, why);
         return -1;
     }
@@ -471,12 +480,8 @@ int supervisor_start_secure(supervisor_t *sv, unsigned long long seed, bool dura
     const char *deploy = getenv("NATOMIC_DEPLOY_DIR");
     if (deploy == NULL || *deploy == '\0')
         deploy = NATOMIC_DEPLOY_DIR;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(sv->tls_dir, sizeof sv->tls_dir, "%s/natomic-tls-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(sv->tls_dir) == NULL) {
-        fail_msg("mkdtemp %s: %s", sv->tls_dir, strerror(errno));
+    if (make_run_dir(sv->tls_dir, sizeof sv->tls_dir, "natomic-tls") != 0)
         return -1;
-    }
     char conf[300];
     if (make_certificates(sv, deploy) != 0 || write_config(sv, deploy, durable, conf, sizeof conf) != 0)
         goto fail;
@@ -499,13 +504,9 @@ int supervisor_start_secure(supervisor_t *sv, unsigned long long seed, bool dura
     const char *env[SUPERVISOR_IDENTITIES + 3];
     int ne = 0;
     for (int i = 0; supervisor_identities[i] != NULL; i++) {
-        char upper[32];
-        size_t k = 0;
-        for (; supervisor_identities[i][k] != '\0' && k + 1 < sizeof upper; k++)
-            upper[k] = (char)(supervisor_identities[i][k] - ('a' <= supervisor_identities[i][k] &&
-                                                                 supervisor_identities[i][k] <= 'z' ? 32 : 0));
-        upper[k] = '\0';
-        snprintf(env_text[ne], sizeof env_text[ne], "%s_PASSWORD=%s", upper, sv->password[i]);
+        int w = snprintf(env_text[ne], sizeof env_text[ne], "%s_PASSWORD=%s", supervisor_identities[i], sv->password[i]);
+        for (int k = 0; k < w && env_text[ne][k] != '_'; k++) /* ORDERS_PASSWORD, ... */
+            env_text[ne][k] = (char)toupper((unsigned char)env_text[ne][k]);
         env[ne] = env_text[ne];
         ne++;
     }
@@ -586,12 +587,8 @@ int supervisor_start_external(supervisor_t *sv, unsigned long long seed, const n
         return -1;
     }
     snprintf(sv->node_control, sizeof sv->node_control, "%s", node_control != NULL ? node_control : "");
-    const char *tmp = getenv("TMPDIR");
-    snprintf(sv->dir, sizeof sv->dir, "%s/natomic-lab-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(sv->dir) == NULL) {
-        fail_msg("mkdtemp %s: %s", sv->dir, strerror(errno));
+    if (make_run_dir(sv->dir, sizeof sv->dir, "natomic-lab") != 0)
         return -1;
-    }
     static const struct {
         const char *name;
         size_t off;
@@ -659,11 +656,11 @@ int supervisor_connect_as(supervisor_t *sv, const char *identity, natsConnection
 /* Stops the servers (and the lab's proxies to a cluster); the folders go unless `keep`. */
 static void stop_nats(supervisor_t *sv, bool keep)
 {
-    if (sv->external) { /* not ours to stop: the lab's proxies go, and its folder */
-        for (int k = 0; k < NATS_CLUSTER_MAX; k++) {
-            fault_proxy_stop(sv->lab_proxy[k]);
-            sv->lab_proxy[k] = NULL;
-        }
+    for (int k = 0; k < NATS_CLUSTER_MAX; k++) { /* the lab's own proxies to a cluster's nodes */
+        fault_proxy_stop(sv->lab_proxy[k]);
+        sv->lab_proxy[k] = NULL;
+    }
+    if (sv->external) { /* not ours to stop: the lab's folder goes */
         if (!keep)
             remove_run_dir(sv->dir);
         return;
@@ -680,10 +677,6 @@ static void stop_nats(supervisor_t *sv, bool keep)
     for (int k = 0; k < sv->cluster.n; k++)
         emergency_unregister(sv->cluster.node[k].pid);
     nats_cluster_stop_keep(&sv->cluster, keep);
-    for (int k = 0; k < NATS_CLUSTER_MAX; k++) {
-        fault_proxy_stop(sv->lab_proxy[k]);
-        sv->lab_proxy[k] = NULL;
-    }
 }
 
 int supervisor_start_nodes(supervisor_t *sv, unsigned long long seed, int nodes)
